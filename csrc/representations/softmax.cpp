@@ -1,0 +1,304 @@
+// CPU softmax kernels. A contiguous tensor is seen as (outer, length, inner) around `dim`:
+// inner == 1 is the row case (reductions along contiguous memory), inner > 1 the column case
+// (SIMD lanes run across the contiguous inner axis, one running max/sum per lane).
+//
+// Row forward: see softmax_row (chunked online max-and-sum, one exp per element for fp32/fp64).
+#include "softmax.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <type_traits>
+#include <vector>
+
+#include "fastlearn/half.h"
+#include "fastlearn/math.h"
+#include "fastlearn/parallel.h"
+#include "fastlearn/simd.h"
+
+namespace fl::representations {
+namespace {
+
+constexpr int64_t kRowChunk = 2048;     // elements per L1-resident chunk of a row (8 KiB fp32)
+constexpr int64_t kColumnChunk = 256;   // inner columns handled together in the column case
+
+FL_ALWAYS_INLINE float exp_acc(float x) { return exp_f32(x); }
+FL_ALWAYS_INLINE double exp_acc(double x) { return std::exp(x); }
+
+template <typename A>
+constexpr A neg_inf() { return -std::numeric_limits<A>::infinity(); }
+
+template <typename T>
+FL_ALWAYS_INLINE acc_t<T> row_max(const T* x, int64_t n) {
+  using A = acc_t<T>;
+  A m = neg_inf<A>();
+#pragma omp simd reduction(max : m)
+  for (int64_t i = 0; i < n; ++i) {
+    const A v = to_float(x[i]);
+    m = v > m ? v : m;
+  }
+  return m;
+}
+
+template <typename T>
+FL_ALWAYS_INLINE acc_t<T> row_sum_exp(const T* x, int64_t n, acc_t<T> m) {
+  using A = acc_t<T>;
+  A s = 0;
+#pragma omp simd reduction(+ : s)
+  for (int64_t i = 0; i < n; ++i) s += exp_acc(static_cast<A>(to_float(x[i]) - m));
+  return s;
+}
+
+// Row forward, one pass over memory: each L1-sized chunk is read once from memory, its max
+// taken, and exp(x - chunk max) stored into y (softmax) or only summed (log_softmax) while
+// it is in L1; the chunk sums merge into a running (max, sum). A second pass, hitting L2 for
+// rows up to ~256 KiB, rescales y by exp(chunk max - row max) / sum, or writes x - lse.
+// float16/bfloat16 rows recompute exp in the second pass instead of storing it rounded.
+template <typename T, bool kLog>
+FL_ALWAYS_INLINE void softmax_row(const T* x, T* y, int64_t n, std::vector<acc_t<T>>& chunk_max) {
+  using A = acc_t<T>;
+  constexpr bool kStoreExp = !kLog && std::is_same_v<T, A>;
+  const int64_t chunks = (n + kRowChunk - 1) / kRowChunk;
+  chunk_max.resize(static_cast<size_t>(chunks));
+  A m = neg_inf<A>(), s = 0;
+  for (int64_t c = 0; c < chunks; ++c) {
+    const int64_t b = c * kRowChunk, len = std::min(kRowChunk, n - b);
+    // Ask for the next chunk now, so memory streams it in while this one is in exp (the
+    // hardware prefetcher alone leaves memory idle during the compute-heavy loop).
+    const int64_t next_end = std::min(n, b + 2 * kRowChunk);
+    for (int64_t i = b + kRowChunk; i < next_end; i += 64 / static_cast<int64_t>(sizeof(T)))
+      __builtin_prefetch(x + i, 0, 3);
+    const A cm = row_max(x + b, len);
+    chunk_max[static_cast<size_t>(c)] = cm;
+    if (cm == neg_inf<A>()) {  // all -inf (or empty): contributes nothing; y set to 0 (scaled later)
+      if constexpr (kStoreExp) std::fill(y + b, y + b + len, T(0));
+      continue;
+    }
+    A cs = 0;
+    if constexpr (kStoreExp) {
+#pragma omp simd reduction(+ : cs)
+      for (int64_t i = b; i < b + len; ++i) {
+        const A e = exp_acc(static_cast<A>(x[i] - cm));
+        y[i] = e;
+        cs += e;
+      }
+    } else {
+      cs = row_sum_exp(x + b, len, cm);
+    }
+    if (cm > m) {
+      s = s * exp_acc(static_cast<A>(m - cm)) + cs;
+      m = cm;
+    } else {
+      s += cs * exp_acc(static_cast<A>(cm - m));  // NaN sums propagate, as in PyTorch
+    }
+  }
+  // A row of all -inf has m = -inf: every formula below then gives NaN, as PyTorch does.
+  if constexpr (kStoreExp) {
+    const A inv = A(1) / s;
+    for (int64_t c = 0; c < chunks; ++c) {
+      const int64_t b = c * kRowChunk, len = std::min(kRowChunk, n - b);
+      const A f = exp_acc(static_cast<A>(chunk_max[static_cast<size_t>(c)] - m)) * inv;
+#pragma omp simd
+      for (int64_t i = b; i < b + len; ++i) y[i] = y[i] * f;
+    }
+  } else if constexpr (kLog) {
+    const A shift = m + std::log(s);
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) y[i] = from_acc<T>(static_cast<A>(to_float(x[i]) - shift));
+  } else {
+    const A inv = A(1) / s;
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) y[i] = from_acc<T>(static_cast<A>(exp_acc(static_cast<A>(to_float(x[i]) - m)) * inv));
+  }
+}
+
+// Column case: x, y point at one (length, inner) slab; columns [c0, c0 + w) with w <= kColumnChunk.
+template <typename T, bool kLog>
+FL_ALWAYS_INLINE void softmax_columns(const T* x, T* y, int64_t length, int64_t inner, int64_t c0, int64_t w) {
+  using A = acc_t<T>;
+  A m[kColumnChunk], s[kColumnChunk];
+  for (int64_t c = 0; c < w; ++c) m[c] = neg_inf<A>(), s[c] = 0;
+  for (int64_t j = 0; j < length; ++j) {
+    const T* xj = x + j * inner + c0;
+#pragma omp simd
+    for (int64_t c = 0; c < w; ++c) {
+      const A v = to_float(xj[c]);
+      m[c] = v > m[c] ? v : m[c];
+    }
+  }
+  for (int64_t j = 0; j < length; ++j) {
+    const T* xj = x + j * inner + c0;
+#pragma omp simd
+    for (int64_t c = 0; c < w; ++c) s[c] += exp_acc(static_cast<A>(to_float(xj[c]) - m[c]));
+  }
+  if constexpr (kLog) {
+    for (int64_t c = 0; c < w; ++c) m[c] = m[c] + std::log(s[c]);
+  } else {
+    for (int64_t c = 0; c < w; ++c) s[c] = A(1) / s[c];
+  }
+  for (int64_t j = 0; j < length; ++j) {
+    const T* xj = x + j * inner + c0;
+    T* yj = y + j * inner + c0;
+#pragma omp simd
+    for (int64_t c = 0; c < w; ++c) {
+      const A v = to_float(xj[c]);
+      if constexpr (kLog)
+        yj[c] = from_acc<T>(static_cast<A>(v - m[c]));
+      else
+        yj[c] = from_acc<T>(static_cast<A>(exp_acc(static_cast<A>(v - m[c])) * s[c]));
+    }
+  }
+}
+
+template <typename T, bool kLog>
+FL_ALWAYS_INLINE void softmax_backward_row(const T* g, const T* y, T* gx, int64_t n) {
+  using A = acc_t<T>;
+  A r = 0;  // softmax: <g, y>; log_softmax: sum g
+#pragma omp simd reduction(+ : r)
+  for (int64_t i = 0; i < n; ++i) {
+    if constexpr (kLog)
+      r += to_float(g[i]);
+    else
+      r += static_cast<A>(to_float(g[i])) * static_cast<A>(to_float(y[i]));
+  }
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    const A gi = to_float(g[i]), yi = to_float(y[i]);
+    if constexpr (kLog)
+      gx[i] = from_acc<T>(static_cast<A>(gi - exp_acc(yi) * r));
+    else
+      gx[i] = from_acc<T>(static_cast<A>(yi * (gi - r)));
+  }
+}
+
+template <typename T, bool kLog>
+FL_ALWAYS_INLINE void softmax_backward_columns(const T* g, const T* y, T* gx, int64_t length, int64_t inner,
+                                               int64_t c0, int64_t w) {
+  using A = acc_t<T>;
+  A r[kColumnChunk];
+  for (int64_t c = 0; c < w; ++c) r[c] = 0;
+  for (int64_t j = 0; j < length; ++j) {
+    const int64_t o = j * inner + c0;
+#pragma omp simd
+    for (int64_t c = 0; c < w; ++c) {
+      if constexpr (kLog)
+        r[c] += to_float(g[o + c]);
+      else
+        r[c] += static_cast<A>(to_float(g[o + c])) * static_cast<A>(to_float(y[o + c]));
+    }
+  }
+  for (int64_t j = 0; j < length; ++j) {
+    const int64_t o = j * inner + c0;
+#pragma omp simd
+    for (int64_t c = 0; c < w; ++c) {
+      const A gi = to_float(g[o + c]), yi = to_float(y[o + c]);
+      if constexpr (kLog)
+        gx[o + c] = from_acc<T>(static_cast<A>(gi - exp_acc(yi) * r[c]));
+      else
+        gx[o + c] = from_acc<T>(static_cast<A>(yi * (gi - r[c])));
+    }
+  }
+}
+
+// Work items: rows [r0, r1) in the row case; (slab, column chunk) pairs in the column case.
+template <typename T, bool kLog>
+FL_ALWAYS_INLINE void forward_items(const T* x, T* y, Split3 s, int64_t i0, int64_t i1) {
+  if (s.inner == 1) {
+    std::vector<acc_t<T>> chunk_max;
+    for (int64_t r = i0; r < i1; ++r) softmax_row<T, kLog>(x + r * s.length, y + r * s.length, s.length, chunk_max);
+    return;
+  }
+  const int64_t chunks = (s.inner + kColumnChunk - 1) / kColumnChunk;
+  for (int64_t i = i0; i < i1; ++i) {
+    const int64_t o = i / chunks, c0 = (i % chunks) * kColumnChunk;
+    const int64_t off = o * s.length * s.inner;
+    softmax_columns<T, kLog>(x + off, y + off, s.length, s.inner, c0, std::min(kColumnChunk, s.inner - c0));
+  }
+}
+
+template <typename T, bool kLog>
+FL_ALWAYS_INLINE void backward_items(const T* g, const T* y, T* gx, Split3 s, int64_t i0, int64_t i1) {
+  if (s.inner == 1) {
+    for (int64_t r = i0; r < i1; ++r)
+      softmax_backward_row<T, kLog>(g + r * s.length, y + r * s.length, gx + r * s.length, s.length);
+    return;
+  }
+  const int64_t chunks = (s.inner + kColumnChunk - 1) / kColumnChunk;
+  for (int64_t i = i0; i < i1; ++i) {
+    const int64_t o = i / chunks, c0 = (i % chunks) * kColumnChunk;
+    const int64_t off = o * s.length * s.inner;
+    softmax_backward_columns<T, kLog>(g + off, y + off, gx + off, s.length, s.inner, c0,
+                                      std::min(kColumnChunk, s.inner - c0));
+  }
+}
+
+// Multiversioned drivers, one per storage type (float64 stays scalar: std::exp).
+#define FL_SOFTMAX_DRIVERS(T, SUFFIX, ATTR)                                                           \
+  ATTR void forward_##SUFFIX(const T* x, T* y, Split3 s, bool log, int64_t i0, int64_t i1) {          \
+    if (log)                                                                                          \
+      forward_items<T, true>(x, y, s, i0, i1);                                                        \
+    else                                                                                              \
+      forward_items<T, false>(x, y, s, i0, i1);                                                       \
+  }                                                                                                   \
+  ATTR void backward_##SUFFIX(const T* g, const T* y, T* gx, Split3 s, bool log, int64_t i0, int64_t i1) { \
+    if (log)                                                                                          \
+      backward_items<T, true>(g, y, gx, s, i0, i1);                                                   \
+    else                                                                                              \
+      backward_items<T, false>(g, y, gx, s, i0, i1);                                                  \
+  }
+
+FL_SOFTMAX_DRIVERS(float, f32, FL_MULTIVERSION)
+FL_SOFTMAX_DRIVERS(half_t, f16, FL_MULTIVERSION)
+FL_SOFTMAX_DRIVERS(bfloat16_t, bf16, FL_MULTIVERSION)
+FL_SOFTMAX_DRIVERS(double, f64, )
+#undef FL_SOFTMAX_DRIVERS
+
+int64_t work_items(Split3 s) {
+  return s.inner == 1 ? s.outer : s.outer * ((s.inner + kColumnChunk - 1) / kColumnChunk);
+}
+int64_t cost_per_item(Split3 s) { return s.length * std::min(s.inner, kColumnChunk); }
+
+void check_softmax_inputs(const View& a, const View& b, const char* op) {
+  check_dtype(a, {DType::f32, DType::f64, DType::f16, DType::bf16}, op);
+  FL_CHECK_TYPE(a.dtype == b.dtype, op, ": arguments '", a.name, "' and '", b.name, "' must have the same dtype.");
+  check_same_shape(a, b, op);
+  check_same_device(a, b, op);
+  FL_CHECK(a.device == Device::cpu, op, ": the CPU kernel got a ", a.name, " on a GPU; use the CUDA path.");
+  check_contiguous(a, op);
+  check_contiguous(b, op);
+}
+
+}  // namespace
+
+void softmax_forward(const View& x, const View& y, int64_t dim, bool log) {
+  const char* op = log ? "log_softmax" : "softmax";
+  check_softmax_inputs(x, y, op);
+  const Split3 s = split_around(x, normalize_dim(x, dim, op));
+  if (x.numel() == 0) return;
+  parallel_for(work_items(s), cost_per_item(s), [&](int64_t i0, int64_t i1) {
+    switch (x.dtype) {
+      case DType::f32: forward_f32(x.ptr<float>(), y.ptr<float>(), s, log, i0, i1); break;
+      case DType::f64: forward_f64(x.ptr<double>(), y.ptr<double>(), s, log, i0, i1); break;
+      case DType::f16: forward_f16(x.ptr<half_t>(), y.ptr<half_t>(), s, log, i0, i1); break;
+      default: forward_bf16(x.ptr<bfloat16_t>(), y.ptr<bfloat16_t>(), s, log, i0, i1); break;
+    }
+  });
+}
+
+void softmax_backward(const View& grad_y, const View& y, const View& grad_x, int64_t dim, bool log) {
+  const char* op = log ? "log_softmax_backward" : "softmax_backward";
+  check_softmax_inputs(grad_y, y, op);
+  check_softmax_inputs(grad_y, grad_x, op);
+  const Split3 s = split_around(y, normalize_dim(y, dim, op));
+  if (y.numel() == 0) return;
+  parallel_for(work_items(s), cost_per_item(s), [&](int64_t i0, int64_t i1) {
+    switch (y.dtype) {
+      case DType::f32: backward_f32(grad_y.ptr<float>(), y.ptr<float>(), grad_x.ptr<float>(), s, log, i0, i1); break;
+      case DType::f64: backward_f64(grad_y.ptr<double>(), y.ptr<double>(), grad_x.ptr<double>(), s, log, i0, i1); break;
+      case DType::f16: backward_f16(grad_y.ptr<half_t>(), y.ptr<half_t>(), grad_x.ptr<half_t>(), s, log, i0, i1); break;
+      default: backward_bf16(grad_y.ptr<bfloat16_t>(), y.ptr<bfloat16_t>(), grad_x.ptr<bfloat16_t>(), s, log, i0, i1); break;
+    }
+  });
+}
+
+}  // namespace fl::representations

@@ -1,0 +1,1 @@
+"""GPU kernels shipped inside the wheel: ``fastlearn.kernels.triton.<name>``."""

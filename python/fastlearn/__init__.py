@@ -1,0 +1,26 @@
+"""fastlearn: performance-first machine learning.
+
+C++ (CPU), CUDA and Triton (GPU) kernels under scikit-learn-compatible estimators, PyTorch
+modules and drop-in PyTorch ops. ``fastlearn.info()`` says what was built and what runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+from fastlearn import _C  # noqa: E402  (the compiled kernels; import errors surface here)
+from fastlearn._info import get_num_threads, info, set_num_threads  # noqa: E402
+
+# Submodules load on first use so `import fastlearn` stays cheap.
+_SUBMODULES = {"ops", "bench", "datasets"}
+
+
+def __getattr__(name):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"fastlearn.{name}")
+    raise AttributeError(f"module 'fastlearn' has no attribute {name!r}")
+
+
+__all__ = ["__version__", "info", "set_num_threads", "get_num_threads", *sorted(_SUBMODULES)]

@@ -1,0 +1,55 @@
+"""The Python half of the buffer boundary: ``view(x, name)`` turns a NumPy array or a torch
+tensor into the ``_C.View`` the C++/CUDA kernels take (pointer, dtype, shape, strides in
+elements, device, stream). It is the only place that looks inside arrays for _C."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from fastlearn import _C
+
+# Codes shared with csrc/include/fastlearn/view.h (enum class DType).
+_TORCH_CODES = {
+    torch.float16: 0, torch.bfloat16: 1, torch.float32: 2, torch.float64: 3, torch.int32: 4,
+    torch.int64: 5, torch.uint8: 6, torch.bool: 7, torch.int8: 8, torch.int16: 9,
+}
+_NUMPY_CODES = {
+    np.dtype(np.float16): 0, np.dtype(np.float32): 2, np.dtype(np.float64): 3,
+    np.dtype(np.int32): 4, np.dtype(np.int64): 5, np.dtype(np.uint8): 6, np.dtype(np.bool_): 7,
+    np.dtype(np.int8): 8, np.dtype(np.int16): 9,
+}
+_CPU, _CUDA = 0, 1
+
+
+def view(x, name: str) -> _C.View:
+    """Describe ``x`` (ndarray or tensor) to _C; ``name`` is the argument's name in errors.
+
+    The caller keeps ``x`` alive for as long as the view is used. CUDA tensors carry the
+    current stream of their device, read here (inside the op body, never in traced code).
+    """
+    if isinstance(x, torch.Tensor):
+        code = _TORCH_CODES.get(x.dtype)
+        if code is None:
+            raise TypeError(f"argument {name!r} has dtype {x.dtype}, which fastlearn kernels do not take; "
+                            f"convert it first (e.g. {name}.to(torch.float32)).")
+        if x.is_cuda:
+            device, index = _CUDA, x.device.index or 0
+            stream = torch.cuda.current_stream(x.device).cuda_stream
+        elif x.device.type == "cpu":
+            device, index, stream = _CPU, 0, 0
+        else:
+            raise ValueError(f"argument {name!r} is on device {x.device}; fastlearn kernels run on 'cpu' "
+                             f"and 'cuda'. Move it with {name}.to('cpu').")
+        return _C.View(x.data_ptr(), code, list(x.shape), list(x.stride()), device, index, stream, name)
+    if isinstance(x, np.ndarray):
+        code = _NUMPY_CODES.get(x.dtype)
+        if code is None:
+            raise TypeError(f"argument {name!r} has dtype {x.dtype}, which fastlearn kernels do not take; "
+                            f"convert it first (e.g. {name}.astype(np.float64)).")
+        item = x.itemsize
+        if any(s % item for s in x.strides):
+            raise ValueError(f"argument {name!r} has strides {x.strides} that are not a multiple of its "
+                             f"item size {item}; pass np.ascontiguousarray({name}).")
+        return _C.View(x.ctypes.data, code, list(x.shape), [s // item for s in x.strides], _CPU, 0, 0, name)
+    raise TypeError(f"argument {name!r} must be a numpy.ndarray or a torch.Tensor, got {type(x).__name__}.")

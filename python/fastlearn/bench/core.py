@@ -1,0 +1,141 @@
+"""Benchmark cases and their runner, shared by ``fastlearn bench`` and ``pytest bench/``.
+
+A domain adds a module ``fastlearn/bench/<domain>.py`` with ``cases(quick: bool) -> list[Case]``;
+it is found automatically. Each case runs fastlearn and the library a user would otherwise
+pick on the same inputs, in the same process, and states its work (FLOPs, bytes) so the
+runner can report the fraction of the machine's measured peak it reaches.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+
+@dataclass
+class Case:
+    name: str                          # what is measured, e.g. "softmax fwd"
+    shape: str                         # the problem, e.g. "4096x4096 f32"
+    setup: Callable[[], Any]           # builds the inputs once; its result goes to both callables
+    fastlearn: Callable[[Any], Any]    # the fastlearn call
+    baseline: Callable[[Any], Any] | None  # the call a user would otherwise make (None: no baseline)
+    baseline_name: str                 # e.g. "torch.softmax", "sklearn SVC"
+    flops: float = 0.0                 # floating-point operations of one call
+    bytes: float = 0.0                 # fewest bytes one call must move through memory
+    bound: str = "memory"              # "memory" or "compute": the peak that sets the floor
+    dtype: str = "float32"             # precision of the compute peak to compare with
+    device: str = "cpu"
+    quick: bool = True                 # part of `fastlearn bench --quick`
+    group: str = ""                    # filled in with the module name
+    notes: str = ""
+    tags: dict = field(default_factory=dict)
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def measure(fn: Callable[[Any], Any], inputs: Any, device: str = "cpu", min_time: float = 0.15,
+            repeats: int = 5, max_time: float = 20.0) -> float:
+    """Median seconds per call: warm up once, then ``repeats`` timed batches of enough calls to
+    last ``min_time`` each (one call per batch when a call is slower than that)."""
+    t0 = time.perf_counter()
+    fn(inputs)
+    _sync(device)
+    first = time.perf_counter() - t0
+    number = max(1, int(min_time / max(first, 1e-7)))
+    repeats = max(1, min(repeats, int(max_time / max(first * number, 1e-9))))
+    samples = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(number):
+            fn(inputs)
+        _sync(device)
+        samples.append((time.perf_counter() - t0) / number)
+    return statistics.median(samples)
+
+
+_PEAKS: dict[str, dict] = {}
+
+
+def machine_peaks(device: str = "cpu") -> dict:
+    """Measured once per process: memory bandwidth (bytes read + written per second of a large
+    copy) and matrix-product FLOP/s in float32 and float64 (bf16 too on GPU)."""
+    if device in _PEAKS:
+        return _PEAKS[device]
+    if device == "cpu":
+        n = 64 << 20  # 256 MiB of float32: far beyond any cache
+        src = torch.randn(n // 4 * 4 // 4)
+        dst = torch.empty_like(src)
+        t = measure(lambda _: dst.copy_(src), None, repeats=5)
+        bw = 2 * src.numel() * 4 / t
+        peaks = {"bandwidth": bw}
+        for dt, size in (("float32", 1536), ("float64", 1024)):
+            a = torch.randn(size, size, dtype=getattr(torch, dt))
+            b = torch.randn(size, size, dtype=getattr(torch, dt))
+            t = measure(lambda _: a @ b, None, repeats=3)
+            peaks[f"flops_{dt}"] = 2 * size**3 / t
+    else:
+        n = 1 << 28
+        src = torch.randn(n, device=device)
+        dst = torch.empty_like(src)
+        t = measure(lambda _: dst.copy_(src), None, device=device)
+        peaks = {"bandwidth": 2 * n * 4 / t}
+        for dt in ("float32", "float64", "bfloat16"):
+            size = 8192 if dt != "float64" else 4096
+            a = torch.randn(size, size, device=device, dtype=getattr(torch, dt))
+            t = measure(lambda _: a @ a, None, device=device, repeats=3)
+            peaks[f"flops_{dt}"] = 2 * size**3 / t
+    _PEAKS[device] = peaks
+    return peaks
+
+
+def discover(quick: bool = False, pattern: str | None = None) -> list[Case]:
+    """All cases of all fastlearn.bench modules (``quick`` keeps those marked quick;
+    ``pattern`` keeps those whose group, name or shape contains it, case-insensitively)."""
+    import fastlearn.bench as pkg
+
+    cases: list[Case] = []
+    for mod in pkgutil.iter_modules(pkg.__path__):
+        if mod.name in ("core", "cli") or mod.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"fastlearn.bench.{mod.name}")
+        if not hasattr(module, "cases"):
+            continue
+        for case in module.cases(quick=quick):
+            case.group = case.group or mod.name
+            cases.append(case)
+    if quick:
+        cases = [c for c in cases if c.quick]
+    if pattern:
+        p = pattern.lower()
+        cases = [c for c in cases if p in f"{c.group} {c.name} {c.shape}".lower()]
+    return [c for c in cases if c.device == "cpu" or torch.cuda.is_available()]
+
+
+def run_case(case: Case, min_time: float = 0.15) -> dict:
+    """Time one case (fastlearn and baseline interleaved in one process) and report it."""
+    inputs = case.setup()
+    t_fl = measure(case.fastlearn, inputs, case.device, min_time=min_time)
+    t_base = measure(case.baseline, inputs, case.device, min_time=min_time) if case.baseline else None
+    peaks = machine_peaks("cpu" if case.device == "cpu" else case.device)
+    floor = 0.0
+    if case.bytes:
+        floor = max(floor, case.bytes / peaks["bandwidth"])
+    if case.flops:
+        floor = max(floor, case.flops / peaks.get(f"flops_{case.dtype}", peaks["flops_float32"]))
+    return {
+        "group": case.group, "name": case.name, "shape": case.shape, "device": case.device,
+        "fastlearn_s": t_fl, "baseline": case.baseline_name, "baseline_s": t_base,
+        "speedup": (t_base / t_fl) if t_base else None,
+        "flops": case.flops, "bytes": case.bytes, "bound": case.bound,
+        "floor_s": floor or None, "fraction_of_peak": (floor / t_fl) if floor else None,
+        "notes": case.notes,
+    }

@@ -1,0 +1,144 @@
+"""softmax and log_softmax as torch.library custom ops: drop-in for torch.softmax and
+torch.log_softmax. CPU: C++ kernel in _C; CUDA: Triton kernel (or _C's CUDA kernel); fake
+kernels for tracing; autograd through fastlearn::softmax_backward, a kernel of its own."""
+
+from __future__ import annotations
+
+import torch
+from torch.library import triton_op, wrap_triton
+
+from fastlearn import _C
+from fastlearn._buffer import view
+from fastlearn.ops._device import gpu_backend
+
+_FLOATS = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+
+def _split3(shape, dim):
+    outer = 1
+    for s in shape[:dim]:
+        outer *= s
+    inner = 1
+    for s in shape[dim + 1:]:
+        inner *= s
+    length = shape[dim] if len(shape) else 1
+    return outer, length, inner
+
+
+def _triton_launch(kernel_name, tensors, dim, log):
+    from fastlearn.kernels.triton import softmax as tk
+
+    ref = tensors[0]
+    outer, length, inner = _split3(ref.shape, dim)
+    meta, grid = tk.launch_config(outer, length, inner)
+    acc = tl_acc(ref.dtype)
+    wrap_triton(getattr(tk, kernel_name))[grid](*tensors, length, inner, LOG=log, ACC=acc, **meta)
+
+
+def tl_acc(dtype):
+    import triton.language as tl
+
+    return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+# --- forward ---------------------------------------------------------------------------
+
+@triton_op("fastlearn::softmax", mutates_args=())
+def _softmax(x: torch.Tensor, dim: int, log: bool) -> torch.Tensor:
+    # GPU path (the CPU kernel is registered below). x is contiguous here.
+    y = torch.empty_like(x)
+    if x.numel() == 0:
+        return y
+    if gpu_backend("softmax") == "triton":
+        _triton_launch("_softmax_fwd_kernel", (x, y), dim % max(x.dim(), 1), log)
+    else:
+        _C.softmax_forward(view(x.movedim(dim, -1).contiguous(), "input"), view(y, "out"), -1, log)
+    return y
+
+
+@_softmax.register_kernel("cpu")
+def _softmax_cpu(x, dim, log):
+    y = torch.empty_like(x)
+    _C.softmax_forward(view(x, "input"), view(y, "out"), dim, log)
+    return y
+
+
+@_softmax.register_fake
+def _softmax_fake(x, dim, log):
+    return torch.empty_like(x)
+
+
+# --- backward ----------------------------------------------------------------------------
+
+@triton_op("fastlearn::softmax_backward", mutates_args=())
+def _softmax_backward(grad_y: torch.Tensor, y: torch.Tensor, dim: int, log: bool) -> torch.Tensor:
+    gx = torch.empty_like(y)
+    if y.numel() == 0:
+        return gx
+    if gpu_backend("softmax_backward") == "triton":
+        _triton_launch("_softmax_bwd_kernel", (grad_y, y, gx), dim % max(y.dim(), 1), log)
+    else:
+        _C.softmax_backward(view(grad_y, "grad_output"), view(y, "output"), view(gx, "grad_input"), dim, log)
+    return gx
+
+
+@_softmax_backward.register_kernel("cpu")
+def _softmax_backward_cpu(grad_y, y, dim, log):
+    gx = torch.empty_like(y)
+    _C.softmax_backward(view(grad_y, "grad_output"), view(y, "output"), view(gx, "grad_input"), dim, log)
+    return gx
+
+
+@_softmax_backward.register_fake
+def _softmax_backward_fake(grad_y, y, dim, log):
+    return torch.empty_like(y)
+
+
+def _setup_context(ctx, inputs, output):
+    _, dim, log = inputs
+    ctx.save_for_backward(output)
+    ctx.dim, ctx.log = dim, log
+
+
+def _backward(ctx, grad):
+    (y,) = ctx.saved_tensors
+    return torch.ops.fastlearn.softmax_backward(grad.contiguous(), y, ctx.dim, ctx.log), None, None
+
+
+_softmax.register_autograd(_backward, setup_context=_setup_context)
+
+
+# --- public functions ----------------------------------------------------------------------
+
+def _prepare(x, dim, dtype, op):
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{op}: argument 'input' must be a torch.Tensor, got {type(x).__name__}; "
+                        f"use torch.as_tensor(input).")
+    if isinstance(dim, bool) or not isinstance(dim, int):
+        raise TypeError(f"{op}: argument 'dim' must be an int, got {type(dim).__name__}.")
+    if dtype is not None:
+        x = x.to(dtype)
+    if x.dtype not in _FLOATS:
+        raise TypeError(f"{op}: argument 'input' has dtype {x.dtype}; softmax needs a floating dtype "
+                        f"(float32, float64, float16, bfloat16): pass dtype=torch.float32 or convert it.")
+    nd = max(x.dim(), 1)
+    if not -nd <= dim < nd:
+        raise IndexError(f"{op}: argument 'dim' is {dim}, out of range for a {x.dim()}-d input "
+                         f"(expected in [{-nd}, {nd - 1}]).")
+    return x.contiguous(), dim % nd
+
+
+def softmax(input: torch.Tensor, dim: int, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Drop-in for ``torch.softmax(input, dim, dtype=None)``: exp(x - max) / sum along ``dim``.
+
+    Any floating dtype (float16/bfloat16 accumulate in float32), any dim, any length; a row of
+    all ``-inf`` gives NaN, as in PyTorch. Differentiable. The output is contiguous.
+    """
+    x, d = _prepare(input, dim, dtype, "softmax")
+    return torch.ops.fastlearn.softmax(x, d, False)
+
+
+def log_softmax(input: torch.Tensor, dim: int, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Drop-in for ``torch.log_softmax(input, dim, dtype=None)``: x - max - log(sum(exp(x - max)))."""
+    x, d = _prepare(input, dim, dtype, "log_softmax")
+    return torch.ops.fastlearn.softmax(x, d, True)
