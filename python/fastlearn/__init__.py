@@ -13,14 +13,17 @@ __version__ = "0.1.0"
 from fastlearn import _C  # noqa: E402  (the compiled kernels; import errors surface here)
 from fastlearn._info import get_num_threads, info, set_num_threads  # noqa: E402
 
-# Submodules load on first use so `import fastlearn` stays cheap.
-_SUBMODULES = {"ops", "bench", "datasets"}
-
 
 def __getattr__(name):
-    if name in _SUBMODULES:
-        return importlib.import_module(f"fastlearn.{name}")
+    # Domains (fastlearn.ops, fastlearn.svm, ...) load on first use so `import fastlearn`
+    # stays cheap and adding a domain needs no edit here.
+    if not name.startswith("_"):
+        try:
+            return importlib.import_module(f"fastlearn.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"fastlearn.{name}":
+                raise
     raise AttributeError(f"module 'fastlearn' has no attribute {name!r}")
 
 
-__all__ = ["__version__", "info", "set_num_threads", "get_num_threads", *sorted(_SUBMODULES)]
+__all__ = ["__version__", "info", "set_num_threads", "get_num_threads"]

@@ -12,6 +12,8 @@ from fastlearn import _C
 from fastlearn._buffer import view
 from fastlearn.ops._device import gpu_backend
 
+__all__ = ["one_hot"]
+
 _INTS = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 
 

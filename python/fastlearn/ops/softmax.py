@@ -11,6 +11,8 @@ from fastlearn import _C
 from fastlearn._buffer import view
 from fastlearn.ops._device import gpu_backend
 
+__all__ = ["softmax", "log_softmax"]
+
 _FLOATS = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
