@@ -58,6 +58,7 @@ struct View {
   }
   int64_t size(int d) const { return shape.at(static_cast<size_t>(d < 0 ? d + ndim() : d)); }
   bool is_contiguous() const {
+    if (numel() == 0) return true;  // nothing to address: any strides will do
     int64_t expected = 1;
     for (int d = ndim() - 1; d >= 0; --d) {
       if (shape[d] != 1 && strides[d] != expected) return false;

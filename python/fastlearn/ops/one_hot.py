@@ -11,6 +11,7 @@ from torch.library import triton_op, wrap_triton
 from fastlearn import _C
 from fastlearn._buffer import view
 from fastlearn.ops._device import gpu_backend
+from fastlearn.ops._eager import direct_cpu_call_ok
 
 __all__ = ["one_hot"]
 
@@ -25,9 +26,31 @@ def _resolve_classes(labels, num_classes):
     return int(labels.max().item()) + 1
 
 
+@torch.library.custom_op("fastlearn::one_hot_cpu", mutates_args=(), device_types="cpu")
+def _one_hot_cpu(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    if num_classes == -1 and labels.numel() > 0 and int(labels.min()) < 0:
+        raise ValueError("one_hot: argument 'labels' has negative class values; class values must be non-negative.")
+    n_cls = _resolve_classes(labels, num_classes)
+    out = labels.new_empty((*labels.shape, n_cls), dtype=torch.int64)
+    _C.one_hot(view(labels, "labels"), view(out, "out"), n_cls)
+    return out
+
+
+def _one_hot_fake(labels, num_classes):
+    if num_classes == -1:
+        num_classes = torch.library.get_ctx().new_dynamic_size()
+    return labels.new_empty((*labels.shape, num_classes), dtype=torch.int64)
+
+
+_one_hot_cpu.register_fake(_one_hot_fake)
+
+
+# The registration pattern is explained in softmax.py: CPU goes to the opaque _cpu op.
 @triton_op("fastlearn::one_hot", mutates_args=())
 def _one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    # GPU path; labels contiguous. Out-of-range labels fail asynchronously on the device.
+    if labels.device.type == "cpu":
+        return torch.ops.fastlearn.one_hot_cpu(labels, num_classes)
+    # GPU: out-of-range labels fail asynchronously on the device.
     if num_classes == -1 and labels.numel() > 0:
         torch._assert_async((labels >= 0).all(), "one_hot: class values must be non-negative.")
     n_cls = _resolve_classes(labels, num_classes)
@@ -47,21 +70,7 @@ def _one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     return out
 
 
-@_one_hot.register_kernel("cpu")
-def _one_hot_cpu(labels, num_classes):
-    if num_classes == -1 and labels.numel() > 0 and int(labels.min()) < 0:
-        raise ValueError("one_hot: argument 'labels' has negative class values; class values must be non-negative.")
-    n_cls = _resolve_classes(labels, num_classes)
-    out = labels.new_empty((*labels.shape, n_cls), dtype=torch.int64)
-    _C.one_hot(view(labels, "labels"), view(out, "out"), n_cls)
-    return out
-
-
-@_one_hot.register_fake
-def _one_hot_fake(labels, num_classes):
-    if num_classes == -1:
-        num_classes = torch.library.get_ctx().new_dynamic_size()
-    return labels.new_empty((*labels.shape, num_classes), dtype=torch.int64)
+_one_hot.register_fake(_one_hot_fake)
 
 
 def one_hot(tensor: torch.Tensor, num_classes: int = -1) -> torch.Tensor:
@@ -80,4 +89,7 @@ def one_hot(tensor: torch.Tensor, num_classes: int = -1) -> torch.Tensor:
         raise TypeError(f"one_hot: argument 'num_classes' must be an int, got {type(num_classes).__name__}.")
     if num_classes < -1 or num_classes == 0 and tensor.numel() > 0:
         raise ValueError(f"one_hot: argument 'num_classes' must be positive or -1 (infer), got {num_classes}.")
-    return torch.ops.fastlearn.one_hot(tensor.contiguous(), num_classes)
+    tensor = tensor.contiguous()
+    if direct_cpu_call_ok(tensor):
+        return _one_hot_cpu(tensor, num_classes)
+    return torch.ops.fastlearn.one_hot(tensor, num_classes)

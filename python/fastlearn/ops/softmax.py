@@ -10,6 +10,7 @@ from torch.library import triton_op, wrap_triton
 from fastlearn import _C
 from fastlearn._buffer import view
 from fastlearn.ops._device import gpu_backend
+from fastlearn.ops._eager import direct_cpu_call_ok
 
 __all__ = ["softmax", "log_softmax"]
 
@@ -43,25 +44,43 @@ def tl_acc(dtype):
     return tl.float64 if dtype == torch.float64 else tl.float32
 
 
+# Registration pattern (shared by every fastlearn op with a Triton GPU kernel):
+# - fastlearn::<op>_cpu is an opaque custom_op holding the C++ kernel, with a fake kernel.
+# - fastlearn::<op> is a triton_op whose body picks the path by device: CPU tensors go to
+#   the _cpu op, CUDA tensors to the Triton kernel through wrap_triton. triton_op decomposes
+#   the op into its body when AOTAutograd functionalises, so under torch.compile Inductor sees
+#   the Triton kernel on GPU and the opaque C++ op on CPU. (A triton_op body that called _C
+#   directly would hand fake tensors to C++.) The fake kernel and autograd attach to the
+#   outer op.
+
 # --- forward ---------------------------------------------------------------------------
+
+@torch.library.custom_op("fastlearn::softmax_cpu", mutates_args=(), device_types="cpu")
+def _softmax_cpu(x: torch.Tensor, dim: int, log: bool) -> torch.Tensor:
+    y = torch.empty_like(x)
+    _C.softmax_forward(view(x, "input"), view(y, "out"), dim, log)
+    return y
+
+
+@_softmax_cpu.register_fake
+def _softmax_cpu_fake(x, dim, log):
+    return torch.empty_like(x)
+
 
 @triton_op("fastlearn::softmax", mutates_args=())
 def _softmax(x: torch.Tensor, dim: int, log: bool) -> torch.Tensor:
-    # GPU path (the CPU kernel is registered below). x is contiguous here.
+    if x.device.type == "cpu":
+        return torch.ops.fastlearn.softmax_cpu(x, dim, log)
     y = torch.empty_like(x)
     if x.numel() == 0:
         return y
     if gpu_backend("softmax") == "triton":
         _triton_launch("_softmax_fwd_kernel", (x, y), dim % max(x.dim(), 1), log)
-    else:
-        _C.softmax_forward(view(x.movedim(dim, -1).contiguous(), "input"), view(y, "out"), -1, log)
-    return y
-
-
-@_softmax.register_kernel("cpu")
-def _softmax_cpu(x, dim, log):
-    y = torch.empty_like(x)
-    _C.softmax_forward(view(x, "input"), view(y, "out"), dim, log)
+    else:  # _C's CUDA kernel reduces over the last dim
+        xl = x.movedim(dim, -1).contiguous()
+        yl = torch.empty_like(xl)
+        _C.softmax_forward(view(xl, "input"), view(yl, "out"), -1, log)
+        y.copy_(yl.movedim(-1, dim))
     return y
 
 
@@ -72,22 +91,32 @@ def _softmax_fake(x, dim, log):
 
 # --- backward ----------------------------------------------------------------------------
 
+@torch.library.custom_op("fastlearn::softmax_backward_cpu", mutates_args=(), device_types="cpu")
+def _softmax_backward_cpu(grad_y: torch.Tensor, y: torch.Tensor, dim: int, log: bool) -> torch.Tensor:
+    gx = torch.empty_like(y)
+    _C.softmax_backward(view(grad_y, "grad_output"), view(y, "output"), view(gx, "grad_input"), dim, log)
+    return gx
+
+
+@_softmax_backward_cpu.register_fake
+def _softmax_backward_cpu_fake(grad_y, y, dim, log):
+    return torch.empty_like(y)
+
+
 @triton_op("fastlearn::softmax_backward", mutates_args=())
 def _softmax_backward(grad_y: torch.Tensor, y: torch.Tensor, dim: int, log: bool) -> torch.Tensor:
+    if y.device.type == "cpu":
+        return torch.ops.fastlearn.softmax_backward_cpu(grad_y, y, dim, log)
     gx = torch.empty_like(y)
     if y.numel() == 0:
         return gx
     if gpu_backend("softmax_backward") == "triton":
         _triton_launch("_softmax_bwd_kernel", (grad_y, y, gx), dim % max(y.dim(), 1), log)
     else:
-        _C.softmax_backward(view(grad_y, "grad_output"), view(y, "output"), view(gx, "grad_input"), dim, log)
-    return gx
-
-
-@_softmax_backward.register_kernel("cpu")
-def _softmax_backward_cpu(grad_y, y, dim, log):
-    gx = torch.empty_like(y)
-    _C.softmax_backward(view(grad_y, "grad_output"), view(y, "output"), view(gx, "grad_input"), dim, log)
+        gl, yl = grad_y.movedim(dim, -1).contiguous(), y.movedim(dim, -1).contiguous()
+        gxl = torch.empty_like(yl)
+        _C.softmax_backward(view(gl, "grad_output"), view(yl, "output"), view(gxl, "grad_input"), -1, log)
+        gx.copy_(gxl.movedim(-1, dim))
     return gx
 
 
@@ -137,10 +166,14 @@ def softmax(input: torch.Tensor, dim: int, dtype: torch.dtype | None = None) -> 
     all ``-inf`` gives NaN, as in PyTorch. Differentiable. The output is contiguous.
     """
     x, d = _prepare(input, dim, dtype, "softmax")
+    if direct_cpu_call_ok(x):
+        return _softmax_cpu(x, d, False)
     return torch.ops.fastlearn.softmax(x, d, False)
 
 
 def log_softmax(input: torch.Tensor, dim: int, dtype: torch.dtype | None = None) -> torch.Tensor:
     """Drop-in for ``torch.log_softmax(input, dim, dtype=None)``: x - max - log(sum(exp(x - max)))."""
     x, d = _prepare(input, dim, dtype, "log_softmax")
+    if direct_cpu_call_ok(x):
+        return _softmax_cpu(x, d, True)
     return torch.ops.fastlearn.softmax(x, d, True)

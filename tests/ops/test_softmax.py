@@ -1,0 +1,217 @@
+"""softmax / log_softmax against float64 references and PyTorch: values, gradients, odd
+shapes, strides, dtypes, -inf rows; opcheck, gradcheck, torch.compile; the Triton kernels
+under the interpreter; the CUDA paths on a GPU."""
+
+import numpy as np
+import pytest
+import torch
+
+import fastlearn.ops as flops
+from tests import reference as ref
+
+FUNCS = {"softmax": (flops.softmax, torch.softmax, ref.softmax, ref.softmax_backward),
+         "log_softmax": (flops.log_softmax, torch.log_softmax, ref.log_softmax, ref.log_softmax_backward)}
+
+SHAPES = [((7,), 0), ((3, 1), 1), ((5, 97), 1), ((5, 97), 0), ((2, 3, 2049), -1), ((4, 70001), 1),
+          ((3, 300, 5), 1), ((2, 5, 3, 257), 2), ((1, 1, 1), 0), ((6, 4, 513), 0)]
+
+
+def rel_err(a, b):
+    """||a - b|| / ||b|| over the finite entries of b; infinite entries of b must be equal in a."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    inf = np.isinf(b)
+    assert np.array_equal(a[inf], b[inf]), "infinite entries differ"
+    a, b = a[~inf], b[~inf]
+    return np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300)
+
+
+@pytest.mark.parametrize("name", FUNCS)
+@pytest.mark.parametrize("shape,dim", SHAPES)
+def test_float32_matches_float64_reference(name, shape, dim):
+    fl, _, reference, _ = FUNCS[name]
+    g = torch.Generator().manual_seed(hash((shape, dim)) % 2**31)
+    x = torch.randn(shape, generator=g) * 4
+    y = fl(x, dim)
+    assert y.dtype == torch.float32 and y.shape == x.shape
+    assert rel_err(y, reference(x.double().numpy(), dim)) < 2e-6
+
+
+@pytest.mark.parametrize("name", FUNCS)
+def test_float64_matches_reference_tightly(name):
+    fl, _, reference, _ = FUNCS[name]
+    x = torch.randn(9, 1031, dtype=torch.float64) * 10
+    assert rel_err(fl(x, 1), reference(x.numpy(), 1)) < 1e-14
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("name", FUNCS)
+@pytest.mark.parametrize("shape,dim", [((8, 1000), 1), ((16, 33, 7), 1), ((3, 5000), -1)])
+def test_half_error_at_most_twice_pytorch(name, dtype, shape, dim):
+    fl, th, reference, _ = FUNCS[name]
+    x = (torch.randn(shape) * 3).to(dtype)
+    exact = reference(x.double().numpy(), dim)
+    ours = rel_err(fl(x, dim).double(), exact)
+    theirs = rel_err(th(x, dim).double(), exact)
+    assert fl(x, dim).dtype == dtype
+    assert ours <= 2 * theirs + 1e-7, (ours, theirs)
+
+
+@pytest.mark.parametrize("name", FUNCS)
+def test_non_contiguous_inputs(name):
+    fl, th, _, _ = FUNCS[name]
+    base = torch.randn(40, 60, 3)
+    for x in (base.transpose(0, 1), base[::2, 5:, 1], base.permute(2, 0, 1)):
+        for dim in range(x.dim()):
+            torch.testing.assert_close(fl(x, dim), th(x, dim), rtol=2e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", FUNCS)
+def test_inf_and_nan_rows_like_pytorch(name):
+    fl, th, _, _ = FUNCS[name]
+    inf = float("inf")
+    for length in (5, 3000):  # one chunk, several chunks
+        x = torch.randn(6, length)
+        x[0] = -inf                     # all -inf: NaN in PyTorch
+        x[1, : length // 2] = -inf      # partly -inf
+        x[2, 1] = inf                   # +inf: NaN
+        x[3, 2] = float("nan")          # NaN poisons the row
+        x[4, -1] = -inf
+        torch.testing.assert_close(fl(x, 1), th(x, 1), equal_nan=True, rtol=2e-6, atol=1e-7)
+        torch.testing.assert_close(fl(x.T.contiguous(), 0), th(x.T.contiguous(), 0), equal_nan=True,
+                                   rtol=2e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("name", FUNCS)
+def test_zero_size_scalar_and_dtype_argument(name):
+    fl, th, _, _ = FUNCS[name]
+    assert fl(torch.empty(0, 5), 1).shape == (0, 5)
+    assert fl(torch.empty(3, 0), 1).shape == (3, 0)
+    s = torch.tensor(2.5)
+    torch.testing.assert_close(fl(s, 0), th(s, 0))
+    x = torch.randn(4, 9)
+    out = fl(x, 1, dtype=torch.float64)
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out, th(x, 1, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("name", FUNCS)
+@pytest.mark.parametrize("shape,dim", [((5, 97), 1), ((4, 3000), 1), ((3, 17, 6), 1), ((3, 17, 6), 0)])
+def test_backward_matches_reference(name, shape, dim):
+    fl, _, reference, reference_bwd = FUNCS[name]
+    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(shape, dtype=torch.float64)
+    y = fl(x, dim)
+    (gx,) = torch.autograd.grad(y, x, g)
+    yr = reference(x.detach().numpy(), dim)
+    np.testing.assert_allclose(gx.numpy(), reference_bwd(g.numpy(), yr, dim), rtol=1e-10, atol=1e-12)
+    # float32 gradient too, against float64
+    xf = x.detach().float().requires_grad_()
+    (gxf,) = torch.autograd.grad(fl(xf, dim), xf, g.float())
+    assert rel_err(gxf, reference_bwd(g.numpy(), yr, dim)) < 1e-5
+
+
+@pytest.mark.parametrize("name", FUNCS)
+def test_gradcheck_float64(name):
+    fl = FUNCS[name][0]
+    for shape, dim in (((3, 7), 1), ((4, 3, 5), 0)):
+        x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+        assert torch.autograd.gradcheck(lambda t: fl(t, dim), (x,))
+
+
+@pytest.mark.parametrize("log", [False, True])
+def test_opcheck(log):
+    for shape, dim in (((4, 33), 1), ((3, 5, 7), 0), ((2, 4100), 1)):
+        x = torch.randn(shape, requires_grad=True)
+        torch.library.opcheck(torch.ops.fastlearn.softmax.default, (x, dim, log))
+        y = torch.softmax(x.detach(), dim)
+        torch.library.opcheck(torch.ops.fastlearn.softmax_backward.default, (torch.randn(shape), y, dim, log))
+
+
+@pytest.mark.slow
+def test_torch_compile_fullgraph():
+    def f(x):
+        return flops.softmax(x * 2, -1).sum(0) + flops.log_softmax(x, 0).mean()
+
+    x = torch.randn(8, 50, requires_grad=True)
+    compiled = torch.compile(f, fullgraph=True)
+    out = compiled(x)
+    torch.testing.assert_close(out, torch.softmax(x * 2, -1).sum(0) + torch.log_softmax(x, 0).mean())
+    (g1,) = torch.autograd.grad(out.sum(), x)
+    (g2,) = torch.autograd.grad((torch.softmax(x * 2, -1).sum(0) + torch.log_softmax(x, 0).mean()).sum(), x)
+    torch.testing.assert_close(g1, g2)
+
+
+def test_bad_input_errors():
+    with pytest.raises(TypeError, match="floating dtype"):
+        flops.softmax(torch.arange(5), 0)
+    with pytest.raises(IndexError, match="dim"):
+        flops.softmax(torch.randn(3, 4), 2)
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        flops.log_softmax(np.ones(3), 0)
+    with pytest.raises(TypeError, match="'dim' must be an int"):
+        flops.softmax(torch.randn(3), 0.5)
+
+
+# --- Triton kernels: GPU, or CPU tensors under TRITON_INTERPRET=1 ---------------------------
+
+@pytest.mark.triton
+@pytest.mark.parametrize("log", [False, True])
+@pytest.mark.parametrize("shape,dim", [((3, 37), 1), ((2, 9000), 1), ((4, 6, 5), 1), ((2, 300, 70), 1),
+                                       ((5,), 0)])
+def test_triton_kernels(triton_device, log, shape, dim):
+    from fastlearn.ops.softmax import _triton_launch
+
+    x = (torch.randn(shape) * 3).to(triton_device)
+    x[0].view(-1)[:3] = -float("inf")
+    y = torch.empty_like(x)
+    _triton_launch("_softmax_fwd_kernel", (x, y), dim % x.dim(), log)
+    exact = (ref.log_softmax if log else ref.softmax)(x.double().cpu().numpy(), dim)
+    assert rel_err(y.cpu(), exact) < 2e-6
+    g = torch.randn(shape).to(triton_device)
+    gx = torch.empty_like(x)
+    _triton_launch("_softmax_bwd_kernel", (g, y, gx), dim % x.dim(), log)
+    bwd = (ref.log_softmax_backward if log else ref.softmax_backward)(g.double().cpu().numpy(), exact, dim)
+    assert rel_err(gx.cpu(), bwd) < 1e-5
+
+
+@pytest.mark.triton
+def test_triton_all_neg_inf_row_is_nan(triton_device):
+    from fastlearn.ops.softmax import _triton_launch
+
+    for length in (8, 9000):
+        x = torch.randn(2, length).to(triton_device)
+        x[0] = -float("inf")
+        y = torch.empty_like(x)
+        _triton_launch("_softmax_fwd_kernel", (x, y), 1, False)
+        assert torch.isnan(y[0]).all() and not torch.isnan(y[1]).any()
+
+
+# --- CUDA (GPU machine only) ------------------------------------------------------------------
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("backend", ["triton", "cuda"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+def test_gpu_paths_match_pytorch(monkeypatch, backend, dtype):
+    monkeypatch.setenv("FASTLEARN_GPU_BACKEND", backend)
+    for shape, dim in (((64, 1000), 1), ((3, 70001), 1), ((8, 33, 12), 1)):
+        x = (torch.randn(shape, device="cuda") * 3).to(dtype).requires_grad_()
+        for name in FUNCS:
+            fl, th, reference, _ = FUNCS[name]
+            y = fl(x, dim)
+            exact = reference(x.detach().double().cpu().numpy(), dim)
+            ours = rel_err(y.detach().double().cpu(), exact)
+            theirs = rel_err(th(x, dim).detach().double().cpu(), exact)
+            assert ours <= 2 * theirs + 2e-6
+            g = torch.randn_like(y)
+            (g1,) = torch.autograd.grad(y, x, g)
+            (g2,) = torch.autograd.grad(th(x, dim), x, g)
+            torch.testing.assert_close(g1, g2, rtol=2e-2 if dtype in (torch.float16, torch.bfloat16) else 1e-4,
+                                       atol=1e-3 if dtype in (torch.float16, torch.bfloat16) else 1e-6)
+
+
+@pytest.mark.cuda
+def test_gpu_opcheck_and_compile():
+    x = torch.randn(16, 300, device="cuda", requires_grad=True)
+    torch.library.opcheck(torch.ops.fastlearn.softmax.default, (x, 1, False))
+    f = torch.compile(lambda t: flops.softmax(t, -1), fullgraph=True)
+    torch.testing.assert_close(f(x), torch.softmax(x, -1))
