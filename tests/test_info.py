@@ -1,0 +1,76 @@
+"""fastlearn.info(), the thread knob and the `fastlearn` command."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import fastlearn
+from fastlearn import _C
+from fastlearn.cli import format_table, main
+
+
+def test_info_reports_build_and_runtime():
+    d = fastlearn.info()
+    assert d["version"] == fastlearn.__version__
+    assert isinstance(d["build"]["cuda_built"], bool)
+    assert d["build"]["cpu_simd"] in ("avx512", "avx2", "sse2", "generic")
+    assert d["runtime"]["gpu_present"] == torch.cuda.is_available()
+    assert d["threads"]["fastlearn"] >= 1
+    if d["build"]["cuda_built"]:
+        assert "90" in d["build"]["cuda_archs"]
+
+
+def test_set_num_threads_sets_both_pools():
+    before = fastlearn.get_num_threads(), torch.get_num_threads()
+    try:
+        fastlearn.set_num_threads(1)
+        assert fastlearn.get_num_threads() == 1 and torch.get_num_threads() == 1
+        assert _C.get_num_threads() == 1
+    finally:
+        fastlearn.set_num_threads(before[0])
+        torch.set_num_threads(before[1])
+    with pytest.raises(ValueError, match="'n' must be >= 1"):
+        fastlearn.set_num_threads(0)
+    with pytest.raises(TypeError, match="int"):
+        fastlearn.set_num_threads(1.5)
+
+
+def test_unknown_attribute_is_attribute_error():
+    with pytest.raises(AttributeError, match="no_such_domain"):
+        fastlearn.no_such_domain  # noqa: B018
+
+
+def test_cli_info_json(capsys):
+    assert main(["info", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["version"] == fastlearn.__version__
+
+
+def test_console_script_runs():
+    out = subprocess.run([sys.executable, "-m", "fastlearn.cli", "info"], capture_output=True, text=True, check=True)
+    assert "fastlearn" in out.stdout and "CUDA" in out.stdout
+
+
+def test_bench_cli_runs_a_case_and_writes_json_and_plot(tmp_path, capsys):
+    js, png = tmp_path / "r.json", tmp_path / "r.png"
+    assert main(["bench", "--quick", "--filter", "softmax fwd 32x1000", "--json", str(js), "--plot", str(png),
+                 "--min-time", "0.01", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "softmax fwd" in out and "torch.softmax" in out
+    rows = json.loads(js.read_text())["results"]
+    assert len(rows) == 1 and rows[0]["fastlearn_s"] > 0 and rows[0]["speedup"] > 0
+    assert png.stat().st_size > 1000
+
+
+def test_bench_filter_without_match_fails(capsys):
+    assert main(["bench", "--filter", "no-such-case-xyz", "--no-progress"]) == 2
+
+
+def test_format_table_aligns():
+    rows = [{"group": "g", "name": "n", "shape": "s", "fastlearn_s": 1e-3, "baseline": "b", "baseline_s": 2e-3,
+             "speedup": 2.0, "fraction_of_peak": 0.5, "bound": "memory"}]
+    table = format_table(rows)
+    assert "2.00x" in table and "50% mem" in table and "1 ms" in table
