@@ -26,8 +26,7 @@ def _resolve_classes(labels, num_classes):
     return int(labels.max().item()) + 1
 
 
-@torch.library.custom_op("fastlearn::one_hot_cpu", mutates_args=(), device_types="cpu")
-def _one_hot_cpu(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+def _one_hot_cpu_kernel(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     if num_classes == -1 and labels.numel() > 0 and int(labels.min()) < 0:
         raise ValueError("one_hot: argument 'labels' has negative class values; class values must be non-negative.")
     n_cls = _resolve_classes(labels, num_classes)
@@ -42,6 +41,8 @@ def _one_hot_fake(labels, num_classes):
     return labels.new_empty((*labels.shape, num_classes), dtype=torch.int64)
 
 
+_one_hot_cpu = torch.library.custom_op("fastlearn::one_hot_cpu", _one_hot_cpu_kernel, mutates_args=(),
+                                       device_types="cpu")
 _one_hot_cpu.register_fake(_one_hot_fake)
 
 
@@ -91,5 +92,5 @@ def one_hot(tensor: torch.Tensor, num_classes: int = -1) -> torch.Tensor:
         raise ValueError(f"one_hot: argument 'num_classes' must be positive or -1 (infer), got {num_classes}.")
     tensor = tensor.contiguous()
     if direct_cpu_call_ok(tensor):
-        return _one_hot_cpu(tensor, num_classes)
+        return _one_hot_cpu_kernel(tensor, num_classes)
     return torch.ops.fastlearn.one_hot(tensor, num_classes)

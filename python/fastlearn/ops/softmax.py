@@ -55,11 +55,14 @@ def tl_acc(dtype):
 
 # --- forward ---------------------------------------------------------------------------
 
-@torch.library.custom_op("fastlearn::softmax_cpu", mutates_args=(), device_types="cpu")
-def _softmax_cpu(x: torch.Tensor, dim: int, log: bool) -> torch.Tensor:
+def _softmax_cpu_kernel(x: torch.Tensor, dim: int, log: bool) -> torch.Tensor:
     y = torch.empty_like(x)
     _C.softmax_forward(view(x, "input"), view(y, "out"), dim, log)
     return y
+
+
+_softmax_cpu = torch.library.custom_op("fastlearn::softmax_cpu", _softmax_cpu_kernel, mutates_args=(),
+                                       device_types="cpu")
 
 
 @_softmax_cpu.register_fake
@@ -167,7 +170,7 @@ def softmax(input: torch.Tensor, dim: int, dtype: torch.dtype | None = None) -> 
     """
     x, d = _prepare(input, dim, dtype, "softmax")
     if direct_cpu_call_ok(x):
-        return _softmax_cpu(x, d, False)
+        return _softmax_cpu_kernel(x, d, False)
     return torch.ops.fastlearn.softmax(x, d, False)
 
 
@@ -175,5 +178,5 @@ def log_softmax(input: torch.Tensor, dim: int, dtype: torch.dtype | None = None)
     """Drop-in for ``torch.log_softmax(input, dim, dtype=None)``: x - max - log(sum(exp(x - max)))."""
     x, d = _prepare(input, dim, dtype, "log_softmax")
     if direct_cpu_call_ok(x):
-        return _softmax_cpu(x, d, True)
+        return _softmax_cpu_kernel(x, d, True)
     return torch.ops.fastlearn.softmax(x, d, True)
