@@ -32,16 +32,33 @@ struct SplitMix64 {
   }
 };
 
+// Dot product with 16 independent partial sums: one accumulator would chain every FMA on the
+// previous one (4-cycle latency each), which for d ~ 100 costs more than the loads.
 FL_ALWAYS_INLINE double dot(const double* __restrict a, const double* __restrict b, int64_t d) {
+  double acc[16] = {0.0};
+  int64_t j = 0;
+  for (; j + 16 <= d; j += 16) {
+#pragma omp simd
+    for (int t = 0; t < 16; ++t) acc[t] += a[j + t] * b[j + t];
+  }
   double s = 0.0;
+  for (; j < d; ++j) s += a[j] * b[j];
 #pragma omp simd reduction(+ : s)
-  for (int64_t j = 0; j < d; ++j) s += a[j] * b[j];
+  for (int t = 0; t < 16; ++t) s += acc[t];
   return s;
 }
 
 FL_ALWAYS_INLINE void axpy(double alpha, const double* __restrict x, double* __restrict y, int64_t d) {
 #pragma omp simd
   for (int64_t j = 0; j < d; ++j) y[j] += alpha * x[j];
+}
+
+constexpr int64_t kPrefetchAhead = 2;
+
+FL_ALWAYS_INLINE void prefetch_row(const double* row, int64_t d) {
+  const char* p = reinterpret_cast<const char*>(row);
+  const int64_t bytes = d * static_cast<int64_t>(sizeof(double));
+  for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off, 0, 3);
 }
 
 struct Problem {
@@ -87,25 +104,39 @@ FL_ALWAYS_INLINE double validation_score(const Problem& pr, const double* w, dou
   return total > 0.0 ? hit / total : 0.0;
 }
 
+// One training sample as the epoch loop sees it: the row, its label and its update weight
+// (sample_weight times class weight). The shuffle permutes these records, so the loop reads
+// labels and weights sequentially and only the rows of X at random.
+struct Sample {
+  int64_t row;
+  double y;       // +1 or -1
+  double weight;  // sample_weight * class weight
+};
+
 FL_MULTIVERSION
 void train_problem(const Problem& pr, const PerceptronParams& prm, uint64_t seed) {
   const int64_t n = pr.n, d = pr.d;
-  std::vector<int64_t> order;
+  std::vector<Sample> order;
   order.reserve(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i)
-    if (!pr.val[i]) order.push_back(i);
+  for (int64_t i = 0; i < n; ++i) {
+    if (pr.val[i]) continue;
+    const bool pos = pr.y[i] == pr.positive;
+    order.push_back(Sample{i, pos ? 1.0 : -1.0, pr.sw[i] * (pos ? pr.pos_w : pr.neg_w)});
+  }
   const int64_t n_train = static_cast<int64_t>(order.size());
   SplitMix64 rng{seed};
   double step = *pr.steps;
   const double a0 = static_cast<double>(prm.average_start);
   const bool average = prm.average_start > 0;
+  double* w = pr.w;
+  double b = *pr.b;
 
   std::vector<double> best_w, w_eval;
   double best_b = 0.0, best_err = std::numeric_limits<double>::infinity();
   if (prm.pocket) {
-    best_w.assign(pr.w, pr.w + d);
-    best_b = *pr.b;
-    best_err = training_error(pr, pr.w, *pr.b);
+    best_w.assign(w, w + d);
+    best_b = b;
+    best_err = training_error(pr, w, b);
   }
   if (prm.early_stopping && average) w_eval.resize(static_cast<size_t>(d));
 
@@ -117,20 +148,20 @@ void train_problem(const Problem& pr, const PerceptronParams& prm, uint64_t seed
       for (int64_t i = n_train - 1; i > 0; --i) std::swap(order[i], order[rng.below(static_cast<uint64_t>(i + 1))]);
     double sumloss = 0.0;
     for (int64_t k = 0; k < n_train; ++k) {
-      const int64_t i = order[k];
-      const double* x = pr.X + i * d;
-      const bool pos = pr.y[i] == pr.positive;
-      const double yi = pos ? 1.0 : -1.0;
-      const double p = dot(x, pr.w, d) + *pr.b;
-      const double z = yi * p;
+      // Rows come in shuffled order, which the hardware prefetcher cannot follow: fetch the
+      // row kPrefetchAhead steps ahead so its memory latency overlaps this row's work.
+      if (k + kPrefetchAhead < n_train) prefetch_row(pr.X + order[k + kPrefetchAhead].row * d, d);
+      const Sample smp = order[k];
+      const double* x = pr.X + smp.row * d;
+      const double z = smp.y * (dot(x, w, d) + b);
       step += 1.0;
       if (z <= 0.0) {
         sumloss -= z;
-        const double upd = prm.eta0 * yi * pr.sw[i] * (pos ? pr.pos_w : pr.neg_w);
+        const double upd = prm.eta0 * smp.y * smp.weight;
         if (upd != 0.0) {
           ++updates;
-          axpy(upd, x, pr.w, d);
-          if (prm.fit_intercept) *pr.b += upd;
+          axpy(upd, x, w, d);
+          if (prm.fit_intercept) b += upd;
           if (average && step >= a0) {
             const double c = upd * (step - a0);  // (local step - 1) with local step = step - a0 + 1
             axpy(c, x, pr.u, d);
@@ -139,6 +170,7 @@ void train_problem(const Problem& pr, const PerceptronParams& prm, uint64_t seed
         }
       }
     }
+    *pr.b = b;
     if (prm.pocket) {
       const double err = training_error(pr, pr.w, *pr.b);
       if (err < best_err) {

@@ -43,6 +43,13 @@ class _BaseDiscreteNB(BaseNB):
 
     _accept_sparse = "csr"
 
+    def __sklearn_tags__(self):
+        # These models score poorly on scikit-learn's Gaussian blobs (as scikit-learn's own do).
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        tags.classifier_tags.poor_score = True
+        return tags
+
     def _validate_X_fit(self, X, y, reset):
         X, y = validate_data(self, X, y, accept_sparse=self._accept_sparse, reset=reset)
         return X, y
@@ -260,6 +267,7 @@ class CategoricalNB(_BaseDiscreteNB):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
+        tags.input_tags.categorical = True
         tags.input_tags.sparse = False
         tags.input_tags.positive_only = True
         return tags
