@@ -236,7 +236,10 @@ class BayesianLinearRegression(SaveLoadMixin, RegressorMixin, BaseEstimator):
         G, b, n = s["G"], s["b"], s["n"]
         M = G.shape[0]
         self.n_iter_ = 0
-        if self.fit_evidence:
+        if self.fit_evidence and s["tt"] <= 0.0:
+            warnings.warn("BayesianLinearRegression: the targets are constant, so the evidence has no finite "
+                          "maximum; alpha and beta keep their starting values.", UserWarning, stacklevel=3)
+        elif self.fit_evidence:
             self._maximize_evidence(G, b, n, M)
         P0, h0, m0, _ = self._prior(M)
         mN, L = posterior(P0, h0, G, b, self.beta_)
@@ -267,13 +270,9 @@ class BayesianLinearRegression(SaveLoadMixin, RegressorMixin, BaseEstimator):
         lam, V = np.linalg.eigh(G)
         lam = np.maximum(lam, 0.0)
         alpha, beta = self.alpha_, self.beta_
-        isotropic = self.S0 is None
-        P0 = h0 = None
-        m0 = np.zeros(M) if self.m0 is None else np.asarray(to_numpy(self.m0), dtype=np.float64).reshape(-1)
-        if not isotropic:
-            P0, h0, m0, _ = self._prior(M)
+        P0, h0, m0, isotropic = self._prior(M)
         Vb, Vm0 = V.T @ b, V.T @ m0
-        converged = False
+        converged = exact_fit = no_signal = False
         for it in range(1, self.max_iter + 1):
             if isotropic:
                 mN = V @ ((alpha * Vm0 + beta * Vb) / (alpha + beta * lam))
@@ -282,19 +281,28 @@ class BayesianLinearRegression(SaveLoadMixin, RegressorMixin, BaseEstimator):
                 mN, L = posterior(P0, h0, G, b, beta)
                 gamma = float(M - np.trace(sla.cho_solve((L, True), P0)))
             resid = self._residual(mN)
-            if resid <= 0.0 or n - gamma <= 0.0:
-                raise ValueError("BayesianLinearRegression: the data are fitted exactly (zero residual), so the "
-                                 "learned noise precision beta would be infinite; set fit_evidence=False and "
-                                 "give beta, or use fewer basis functions.")
+            # Below this floor (1e-8 of the targets' sum of squares, about where the residual
+            # formed from the statistics is rounding noise) the data count as fitted exactly: the
+            # evidence would send beta to infinity, so the floor keeps it finite (and warns).
+            floor = 1e-8 * max(self._stats["tt"], np.finfo(np.float64).tiny)
+            if resid <= floor:
+                resid = floor
+                exact_fit = True
+            if n - gamma <= 0.0:
+                raise ValueError("BayesianLinearRegression: the effective number of parameters reaches the number "
+                                 "of samples, so beta cannot be learned; use fewer basis functions, more data, or "
+                                 "set fit_evidence=False and give beta.")
             beta_new = (n - gamma) / resid
             alpha_new = alpha
             if isotropic:
                 dm2 = float((mN - m0) @ (mN - m0))
-                if dm2 <= 0.0 or gamma <= 0.0:
-                    raise ValueError("BayesianLinearRegression: the posterior mean equals the prior mean, so the "
-                                     "learned alpha would be infinite; the targets carry no signal the basis "
-                                     "can fit. Set fit_evidence=False and give alpha.")
-                alpha_new = gamma / dm2
+                # When the targets carry no signal the basis can fit, the evidence keeps growing
+                # as alpha -> infinity (mN -> m0); stop where the prior outweighs the data 1e10-fold.
+                alpha_cap = 1e10 * max(beta * float(lam.max()), np.finfo(np.float64).tiny)
+                if dm2 <= 0.0 or gamma <= 0.0 or gamma >= alpha_cap * dm2:
+                    alpha_new, no_signal = alpha_cap, True
+                else:
+                    alpha_new = gamma / dm2
             change = max(abs(alpha_new - alpha) / alpha, abs(beta_new - beta) / beta)
             alpha, beta = alpha_new, beta_new
             self.n_iter_ = it
@@ -305,6 +313,14 @@ class BayesianLinearRegression(SaveLoadMixin, RegressorMixin, BaseEstimator):
             warnings.warn(f"BayesianLinearRegression: the evidence maximisation did not converge in max_iter="
                           f"{self.max_iter} iterations (relative change {change:.2e} > tol={self.tol}); increase "
                           "max_iter or tol.", ConvergenceWarning, stacklevel=4)
+        if no_signal:
+            warnings.warn("BayesianLinearRegression: the targets carry no signal the basis functions can fit "
+                          f"(the evidence grows without bound in alpha); alpha was capped at {alpha:.3g}.",
+                          UserWarning, stacklevel=4)
+        if exact_fit:
+            warnings.warn("BayesianLinearRegression: the data are fitted exactly (zero residual), so the learned "
+                          f"noise precision was capped at beta={beta:.3g}; set fit_evidence=False and give beta "
+                          "for a different noise level.", UserWarning, stacklevel=4)
         self.alpha_, self.beta_ = float(alpha), float(beta)
 
     # ---------------------------------------------------------------------------- predicting
