@@ -1,7 +1,8 @@
-// CPU perceptron: the per-sample loop over a shuffled index, dense float64 rows. Each binary
-// problem owns its weights, so the one-vs-rest problems run on separate threads with no
-// sharing; inside a problem the work is one d-long dot product per sample plus one axpy per
-// mistake, both SIMD loops in the multiversioned driver.
+// CPU perceptron: the per-sample loop over a shuffled index, dense float64 rows. The
+// one-vs-rest problems are split into one group per thread (each problem owns its weights, so
+// threads share nothing they write); a group walks one shuffled order and scores every row
+// against all its problems while the row is in L1. Per sample and problem the work is one
+// d-long dot product plus one axpy per mistake, SIMD loops in the multiversioned driver.
 #include "perceptron.h"
 
 #include <omp.h>
@@ -104,109 +105,137 @@ FL_ALWAYS_INLINE double validation_score(const Problem& pr, const double* w, dou
   return total > 0.0 ? hit / total : 0.0;
 }
 
-// One training sample as the epoch loop sees it: the row, its label and its update weight
-// (sample_weight times class weight). The shuffle permutes these records, so the loop reads
-// labels and weights sequentially and only the rows of X at random.
+// One training sample as the epoch loop sees it: the row, its class and its sample weight.
+// The shuffle permutes these records, so the loop reads labels and weights sequentially and
+// only the rows of X at random.
 struct Sample {
   int64_t row;
-  double y;       // +1 or -1
-  double weight;  // sample_weight * class weight
+  int64_t cls;
+  double sw;
 };
 
-FL_MULTIVERSION
-void train_problem(const Problem& pr, const PerceptronParams& prm, uint64_t seed) {
-  const int64_t n = pr.n, d = pr.d;
-  std::vector<Sample> order;
-  order.reserve(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) {
-    if (pr.val[i]) continue;
-    const bool pos = pr.y[i] == pr.positive;
-    order.push_back(Sample{i, pos ? 1.0 : -1.0, pr.sw[i] * (pos ? pr.pos_w : pr.neg_w)});
-  }
-  const int64_t n_train = static_cast<int64_t>(order.size());
-  SplitMix64 rng{seed};
-  double step = *pr.steps;
-  const double a0 = static_cast<double>(prm.average_start);
-  const bool average = prm.average_start > 0;
-  double* w = pr.w;
-  double b = *pr.b;
-
-  std::vector<double> best_w, w_eval;
-  double best_b = 0.0, best_err = std::numeric_limits<double>::infinity();
-  if (prm.pocket) {
-    best_w.assign(w, w + d);
-    best_b = b;
-    best_err = training_error(pr, w, b);
-  }
-  if (prm.early_stopping && average) w_eval.resize(static_cast<size_t>(d));
-
+// Per-problem loop state (the stopping rule and the pocket are per problem).
+struct ProblemState {
+  double b = 0.0, step = 0.0, sumloss = 0.0;
   double best_loss = std::numeric_limits<double>::infinity();
   double best_score = -std::numeric_limits<double>::infinity();
-  int64_t no_improvement = 0, epoch = 0, updates = 0;
-  for (epoch = 0; epoch < prm.max_iter; ++epoch) {
+  double best_err = std::numeric_limits<double>::infinity(), best_b = 0.0;
+  std::vector<double> best_w, w_eval;
+  int64_t no_improvement = 0, epochs = 0, updates = 0;
+  bool done = false;
+};
+
+// Trains a group of one-vs-rest problems on one thread. They share one shuffled order, so
+// each row of X is fetched from memory once per epoch for the whole group, not once per
+// problem (the loop is bound by those random row reads, not by arithmetic).
+FL_MULTIVERSION
+void train_group(const Problem* probs, int64_t G, const PerceptronParams& prm, uint64_t seed) {
+  const Problem& p0 = probs[0];
+  const int64_t n = p0.n, d = p0.d;
+  std::vector<Sample> order;
+  order.reserve(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i)
+    if (!p0.val[i]) order.push_back(Sample{i, p0.y[i], p0.sw[i]});
+  const int64_t n_train = static_cast<int64_t>(order.size());
+  SplitMix64 rng{seed};
+  const double a0 = static_cast<double>(prm.average_start);
+  const bool average = prm.average_start > 0;
+
+  std::vector<ProblemState> st(static_cast<size_t>(G));
+  for (int64_t q = 0; q < G; ++q) {
+    const Problem& pr = probs[q];
+    ProblemState& s = st[q];
+    s.b = *pr.b;
+    s.step = *pr.steps;
+    if (prm.pocket) {
+      s.best_w.assign(pr.w, pr.w + d);
+      s.best_b = s.b;
+      s.best_err = training_error(pr, pr.w, s.b);
+    }
+    if (prm.early_stopping && average) s.w_eval.resize(static_cast<size_t>(d));
+  }
+  int64_t active = G;
+  for (int64_t epoch = 0; epoch < prm.max_iter && active > 0; ++epoch) {
     if (prm.shuffle)
       for (int64_t i = n_train - 1; i > 0; --i) std::swap(order[i], order[rng.below(static_cast<uint64_t>(i + 1))]);
-    double sumloss = 0.0;
+    for (auto& s : st) s.sumloss = 0.0;
     for (int64_t k = 0; k < n_train; ++k) {
       // Rows come in shuffled order, which the hardware prefetcher cannot follow: fetch the
       // row kPrefetchAhead steps ahead so its memory latency overlaps this row's work.
-      if (k + kPrefetchAhead < n_train) prefetch_row(pr.X + order[k + kPrefetchAhead].row * d, d);
+      if (k + kPrefetchAhead < n_train) prefetch_row(p0.X + order[k + kPrefetchAhead].row * d, d);
       const Sample smp = order[k];
-      const double* x = pr.X + smp.row * d;
-      const double z = smp.y * (dot(x, w, d) + b);
-      step += 1.0;
-      if (z <= 0.0) {
-        sumloss -= z;
-        const double upd = prm.eta0 * smp.y * smp.weight;
-        if (upd != 0.0) {
-          ++updates;
-          axpy(upd, x, w, d);
-          if (prm.fit_intercept) b += upd;
-          if (average && step >= a0) {
-            const double c = upd * (step - a0);  // (local step - 1) with local step = step - a0 + 1
-            axpy(c, x, pr.u, d);
-            if (prm.fit_intercept) *pr.ub += c;
+      const double* x = p0.X + smp.row * d;
+      for (int64_t q = 0; q < G; ++q) {
+        ProblemState& s = st[q];
+        if (s.done) continue;
+        const Problem& pr = probs[q];
+        const bool pos = smp.cls == pr.positive;
+        const double yq = pos ? 1.0 : -1.0;
+        const double z = yq * (dot(x, pr.w, d) + s.b);
+        s.step += 1.0;
+        if (z <= 0.0) {
+          s.sumloss -= z;
+          const double upd = prm.eta0 * yq * smp.sw * (pos ? pr.pos_w : pr.neg_w);
+          if (upd != 0.0) {
+            ++s.updates;
+            axpy(upd, x, pr.w, d);
+            if (prm.fit_intercept) s.b += upd;
+            if (average && s.step >= a0) {
+              const double c = upd * (s.step - a0);  // (local step - 1), local step = step - a0 + 1
+              axpy(c, x, pr.u, d);
+              if (prm.fit_intercept) *pr.ub += c;
+            }
           }
         }
       }
     }
-    *pr.b = b;
-    if (prm.pocket) {
-      const double err = training_error(pr, pr.w, *pr.b);
-      if (err < best_err) {
-        best_err = err;
-        std::copy(pr.w, pr.w + d, best_w.begin());
-        best_b = *pr.b;
+    for (int64_t q = 0; q < G; ++q) {
+      ProblemState& s = st[q];
+      if (s.done) continue;
+      const Problem& pr = probs[q];
+      *pr.b = s.b;
+      s.epochs = epoch + 1;
+      if (prm.pocket) {
+        const double err = training_error(pr, pr.w, s.b);
+        if (err < s.best_err) {
+          s.best_err = err;
+          std::copy(pr.w, pr.w + d, s.best_w.begin());
+          s.best_b = s.b;
+        }
       }
-    }
-    if (prm.early_stopping) {
-      double score;
-      if (average && step >= a0) {
-        const double m = step - a0 + 1.0;
-        for (int64_t j = 0; j < d; ++j) w_eval[j] = pr.w[j] - pr.u[j] / m;
-        score = validation_score(pr, w_eval.data(), *pr.b - *pr.ub / m);
+      if (prm.early_stopping) {
+        double score;
+        if (average && s.step >= a0) {
+          const double m = s.step - a0 + 1.0;
+          for (int64_t j = 0; j < d; ++j) s.w_eval[j] = pr.w[j] - pr.u[j] / m;
+          score = validation_score(pr, s.w_eval.data(), s.b - *pr.ub / m);
+        } else {
+          score = validation_score(pr, pr.w, s.b);
+        }
+        if (prm.has_tol && score < s.best_score + prm.tol) ++s.no_improvement; else s.no_improvement = 0;
+        if (score > s.best_score) s.best_score = score;
       } else {
-        score = validation_score(pr, pr.w, *pr.b);
+        if (prm.has_tol && s.sumloss > s.best_loss - prm.tol * static_cast<double>(n_train)) ++s.no_improvement;
+        else s.no_improvement = 0;
+        if (s.sumloss < s.best_loss) s.best_loss = s.sumloss;
       }
-      if (prm.has_tol && score < best_score + prm.tol) ++no_improvement; else no_improvement = 0;
-      if (score > best_score) best_score = score;
-    } else {
-      if (prm.has_tol && sumloss > best_loss - prm.tol * static_cast<double>(n_train)) ++no_improvement;
-      else no_improvement = 0;
-      if (sumloss < best_loss) best_loss = sumloss;
-    }
-    if (no_improvement >= prm.n_iter_no_change) {
-      ++epoch;
-      break;
+      if (s.no_improvement >= prm.n_iter_no_change) {
+        s.done = true;
+        --active;
+      }
     }
   }
-  if (prm.pocket) {
-    std::copy(best_w.begin(), best_w.end(), pr.w);
-    *pr.b = best_b;
+  for (int64_t q = 0; q < G; ++q) {
+    const Problem& pr = probs[q];
+    ProblemState& s = st[q];
+    if (prm.pocket) {
+      std::copy(s.best_w.begin(), s.best_w.end(), pr.w);
+      *pr.b = s.best_b;
+    }
+    *pr.steps = s.step;
+    *pr.n_iter = s.epochs;
+    *pr.n_updates = s.updates;
   }
-  *pr.steps = step;
-  *pr.n_iter = std::min<int64_t>(epoch, prm.max_iter);
-  *pr.n_updates = updates;
 }
 
 }  // namespace
@@ -252,11 +281,15 @@ void perceptron_fit(const View& X, const View& y, const View& sample_weight, con
                           avg_u.ptr<double>() + p * d, avg_u_b.ptr<double>() + p, steps.ptr<double>() + p,
                           n_iter_out.ptr<int64_t>() + p, n_updates_out.ptr<int64_t>() + p};
   }
+  // Problems are split into one contiguous group per thread; a group shares its row reads.
   const int threads = static_cast<int>(std::min<int64_t>(P, omp_get_max_threads()));
-  // One problem per task; problems share only read-only inputs.
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (threads > 1)
-  for (int64_t p = 0; p < P; ++p)
-    train_problem(problems[p], params, params.seed * 0x2545f4914f6cdd1dULL + static_cast<uint64_t>(p) + 1);
+#pragma omp parallel for schedule(static, 1) num_threads(threads) if (threads > 1)
+  for (int g = 0; g < threads; ++g) {
+    const int64_t begin = P * g / threads, end = P * (g + 1) / threads;
+    if (begin < end)
+      train_group(problems.data() + begin, end - begin, params,
+                  params.seed * 0x2545f4914f6cdd1dULL + static_cast<uint64_t>(g) + 1);
+  }
 }
 
 }  // namespace fl::linear_model

@@ -75,14 +75,20 @@ void gaussian_jll(const View& X, const View& theta, const View& var, const View&
     }
     constant[k] = log_prior.ptr<double>()[k] - 0.5 * log_det;
   }
-  parallel_for(n, d * K, [&](int64_t begin, int64_t end) {
+  auto rows = [&](int64_t begin, int64_t end) {
     if (X.dtype == DType::f64)
       jll_rows_f64(X.ptr<double>(), theta.ptr<double>(), inv_var.data(), constant.data(), jll.ptr<double>(), begin, end,
                    d, K);
     else
       jll_rows_f32(X.ptr<float>(), theta.ptr<double>(), inv_var.data(), constant.data(), jll.ptr<double>(), begin, end,
                    d, K);
-  });
+  };
+  // Below ~4M multiply-adds one thread finishes before a parallel region pays for itself
+  // (waking a second thread costs tens of microseconds, milliseconds on a busy machine).
+  if (n * d * K < (int64_t{1} << 22))
+    rows(0, n);
+  else
+    parallel_for(n, d * K, rows);
 }
 
 }  // namespace fl::naive_bayes
