@@ -204,8 +204,12 @@ class BayesianLinearRegression(SaveLoadMixin, RegressorMixin, BaseEstimator):
             Pc, tc = Phi - mu_b, t - tm_b
         else:
             mu_b, tm_b, Pc, tc = np.zeros(Phi.shape[1]), 0.0, Phi, t
-        G_b = (Pc * w[:, None]).T @ Pc
-        b_b = Pc.T @ (w * tc)
+        if sw is None:  # skip the weighted copy of the design matrix
+            G_b = Pc.T @ Pc
+            b_b = Pc.T @ tc
+        else:
+            G_b = (Pc * w[:, None]).T @ Pc
+            b_b = Pc.T @ (w * tc)
         tt_b = float(w @ (tc * tc))
         if not hasattr(self, "_stats"):
             self._stats = {"n": n_b, "mu": mu_b, "tm": tm_b, "G": G_b, "b": b_b, "tt": tt_b}

@@ -95,15 +95,16 @@ class Perceptron(SaveLoadMixin, ClassifierMixin, BaseEstimator):
         if len(classes) < 2:
             raise ValueError(f"Perceptron: y has only one class ({classes[0]!r}); a classifier needs at least "
                              "2 classes in y.")
-        warm = self.warm_start and hasattr(self, "_w") and np.array_equal(getattr(self, "classes_", None), classes)
+        warm = (self.warm_start and hasattr(self, "_w") and self._w.shape[1] == X.shape[1]
+                and np.array_equal(getattr(self, "classes_", None), classes))
         self.classes_ = classes
         if not warm:
             self._init_state(X.shape[1], coef_init, intercept_init)
         sample_weight = _check_sample_weight(to_numpy(sample_weight), X)
         self._expanded_class_weight = compute_class_weight(self.class_weight, classes=classes, y=y)
         val_mask = self._validation_mask(y, sample_weight) if self.early_stopping else np.zeros(len(y), np.uint8)
-        n_iter = self._run(X, y, sample_weight, val_mask, self.max_iter, self.tol, self.early_stopping,
-                           self.random_state)
+        seed = int(check_random_state(self.random_state).randint(_MAX_SEED))
+        n_iter = self._run(X, y, sample_weight, val_mask, self.max_iter, self.tol, self.early_stopping, seed)
         self.n_iter_ = int(n_iter.max())
         if self.tol is not None and self.max_iter > 1 and self.n_iter_ == self.max_iter:
             warnings.warn("Maximum number of iteration reached before convergence. Consider increasing max_iter "
@@ -187,7 +188,7 @@ class Perceptron(SaveLoadMixin, ClassifierMixin, BaseEstimator):
                              "adjust validation_fraction.")
         return mask
 
-    def _run(self, X, y, sample_weight, val_mask, max_iter, tol, early_stopping, random_state):
+    def _run(self, X, y, sample_weight, val_mask, max_iter, tol, early_stopping, seed):
         P = self._n_problems()
         K = len(self.classes_)
         y_idx = np.searchsorted(self.classes_, y).astype(np.int64)
@@ -196,11 +197,6 @@ class Perceptron(SaveLoadMixin, ClassifierMixin, BaseEstimator):
             positive, pos_w, neg_w = np.array([1]), np.array([cw[1]]), np.array([cw[0]])
         else:
             positive, pos_w, neg_w = np.arange(K), cw.astype(np.float64), np.ones(K)
-        if isinstance(random_state, (int, np.integer)) and not isinstance(random_state, bool) and \
-                random_state is not self.random_state:
-            seed = int(random_state)
-        else:
-            seed = int(check_random_state(random_state).randint(_MAX_SEED))
         n_iter = np.zeros(P, np.int64)
         n_updates = np.zeros(P, np.int64)
         average_start = 0 if not self.average else (1 if self.average is True else int(self.average))
