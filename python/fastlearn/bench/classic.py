@@ -114,7 +114,8 @@ def cases(quick: bool = False) -> list[Case]:
         _perceptron_case(100_000, 100, 5, quick=False, epochs=10),
         _gnb_predict_case(20_000, 50, 10, quick=True),
         _gnb_predict_case(200_000, 100, 10, quick=False),
-        _blr_case(20_000, 50, quick=True),
+        _blr_case(5_000, 50, quick=True),
+        _blr_case(50_000, 100, quick=False),
     ]
     for name in ("GaussianNB", "MultinomialNB", "ComplementNB", "BernoulliNB", "CategoricalNB"):
         out.append(_nb_fit_case(name, 5_000, 30, 5, quick=name in ("MultinomialNB", "GaussianNB")))
