@@ -129,7 +129,7 @@ struct ProblemState {
 // each row of X is fetched from memory once per epoch for the whole group, not once per
 // problem (the loop is bound by those random row reads, not by arithmetic).
 FL_MULTIVERSION
-void train_group(const Problem* probs, int64_t G, const PerceptronParams& prm, uint64_t seed) {
+void train_group(const Problem* probs, int64_t G, const PerceptronParams& prm, uint64_t seed, int64_t group) {
   const Problem& p0 = probs[0];
   const int64_t n = p0.n, d = p0.d;
   std::vector<Sample> order;
@@ -224,6 +224,7 @@ void train_group(const Problem* probs, int64_t G, const PerceptronParams& prm, u
         --active;
       }
     }
+    if (prm.on_epoch && !prm.on_epoch(group, epoch + 1)) break;
   }
   for (int64_t q = 0; q < G; ++q) {
     const Problem& pr = probs[q];
@@ -288,7 +289,7 @@ void perceptron_fit(const View& X, const View& y, const View& sample_weight, con
     const int64_t begin = P * g / threads, end = P * (g + 1) / threads;
     if (begin < end)
       train_group(problems.data() + begin, end - begin, params,
-                  params.seed * 0x2545f4914f6cdd1dULL + static_cast<uint64_t>(g) + 1);
+                  params.seed * 0x2545f4914f6cdd1dULL + static_cast<uint64_t>(g) + 1, g);
   }
 }
 

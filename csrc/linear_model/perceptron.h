@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 
 #include "fastlearn/view.h"
 
@@ -21,6 +22,9 @@ struct PerceptronParams {
   bool fit_intercept = true;
   int64_t average_start = 0;    // 0: no averaging; else averaging starts at this sample count
   bool pocket = false;          // keep the weights with the fewest (weighted) training errors
+  // Called by every thread group after each epoch with (group, epochs done); returning false
+  // stops all training (Ctrl-C, progress bars). Empty: no calls. Must be thread-safe.
+  std::function<bool(int64_t, int64_t)> on_epoch;
 };
 
 // Trains P binary problems in place. Problem p treats samples with y == positive_class[p] as

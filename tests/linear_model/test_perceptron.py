@@ -162,6 +162,53 @@ def test_torch_input_and_save_load(tmp_path):
     np.testing.assert_allclose(back.coef_, est.coef_)
 
 
+def test_progress_and_interrupt():
+    from fastlearn import _C
+    from fastlearn._buffer import view
+
+    X, y = _binary()
+    seen = []
+    Perceptron(verbose=1, tol=None, max_iter=4).fit(X, y)  # tqdm bar per epoch
+
+    def progress(epoch):
+        seen.append(epoch)
+        if epoch == 3:
+            raise KeyboardInterrupt
+
+    w, b, u, ub, steps = np.zeros((1, 5)), np.zeros(1), np.zeros((1, 5)), np.zeros(1), np.zeros(1)
+    n_iter, n_upd = np.zeros(1, np.int64), np.zeros(1, np.int64)
+    # views do not own memory: keep every array alive for the call
+    y64, sw, val, pos, pw, nw = (y.astype(np.int64), np.ones(len(y)), np.zeros(len(y), np.uint8), np.array([1]),
+                                 np.ones(1), np.ones(1))
+    args = [view(X, "X"), view(y64, "y"), view(sw, "sw"), view(val, "val"), view(pos, "pos"), view(pw, "pw"),
+            view(nw, "nw"), view(w, "coef"), view(b, "b"), view(u, "u"), view(ub, "ub"), view(steps, "steps"),
+            view(n_iter, "n_iter"), view(n_upd, "n_upd"), 1.0, 100, False, 0.0, 5, False, False, 0, True, 0, False]
+    with pytest.raises(KeyboardInterrupt):
+        _C.perceptron_fit(*args, progress)
+    assert seen == [1, 2, 3] and n_iter[0] == 3  # stopped after the third of 100 epochs
+    ref, ref_b, _, _, _ = rosenblatt(X, 2.0 * y - 1, 3)
+    np.testing.assert_allclose(w[0], ref, rtol=1e-12, atol=1e-12)  # the weights keep what was learned
+    np.testing.assert_allclose(b[0], ref_b, rtol=1e-12, atol=1e-12)
+
+
+def test_ctrl_c_stops_a_long_fit():
+    import os
+    import signal
+    import threading
+    import time
+
+    X, y = make_classification(5000, 20, flip_y=0.2, random_state=0)
+    est = Perceptron(tol=None, max_iter=1_000_000)
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    t0 = time.perf_counter()
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        est.fit(X, y)
+    timer.join()
+    assert time.perf_counter() - t0 < 30  # a million epochs would take far longer
+    assert np.abs(est.coef_).sum() > 0  # the weights learned before the stop are kept
+
+
 def test_errors():
     X, y = _binary()
     Xn = X.copy()

@@ -201,15 +201,27 @@ class Perceptron(SaveLoadMixin, ClassifierMixin, BaseEstimator):
         n_updates = np.zeros(P, np.int64)
         average_start = 0 if not self.average else (1 if self.average is True else int(self.average))
         sw = np.ascontiguousarray(sample_weight, dtype=np.float64)
-        _C.perceptron_fit(
-            view(X, "X"), view(y_idx, "y"), view(sw, "sample_weight"), view(val_mask, "validation_mask"),
-            view(positive.astype(np.int64), "positive_class"), view(np.ascontiguousarray(pos_w, np.float64), "pos_weight"),
-            view(np.ascontiguousarray(neg_w, np.float64), "neg_weight"), view(self._w, "coef"),
-            view(self._b, "intercept"), view(self._u, "avg_u"), view(self._ub, "avg_u_b"), view(self._steps, "steps"),
-            view(n_iter, "n_iter"), view(n_updates, "n_updates"),
-            float(self.eta0), int(max_iter), tol is not None, float(tol or 0.0), int(self.n_iter_no_change),
-            bool(early_stopping), bool(self.shuffle), seed, bool(self.fit_intercept), average_start,
-            bool(self.pocket))
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=int(max_iter), desc="Perceptron epochs", unit="epoch", disable=not self.verbose)
+        progress = (lambda epoch: bar.update(epoch - bar.n)) if self.verbose else None
+        try:
+            _C.perceptron_fit(
+                view(X, "X"), view(y_idx, "y"), view(sw, "sample_weight"), view(val_mask, "validation_mask"),
+                view(positive.astype(np.int64), "positive_class"),
+                view(np.ascontiguousarray(pos_w, np.float64), "pos_weight"),
+                view(np.ascontiguousarray(neg_w, np.float64), "neg_weight"), view(self._w, "coef"),
+                view(self._b, "intercept"), view(self._u, "avg_u"), view(self._ub, "avg_u_b"),
+                view(self._steps, "steps"), view(n_iter, "n_iter"), view(n_updates, "n_updates"),
+                float(self.eta0), int(max_iter), tol is not None, float(tol or 0.0), int(self.n_iter_no_change),
+                bool(early_stopping), bool(self.shuffle), seed, bool(self.fit_intercept), average_start,
+                bool(self.pocket), progress)
+        except KeyboardInterrupt:
+            # Ctrl-C stops after the current epoch; keep what was learned so far, then re-raise.
+            self._publish(average_start)
+            raise
+        finally:
+            bar.close()
         self.n_updates_ = self.n_updates_ + n_updates
         self._publish(average_start)
         self.t_ = float(self._steps[0]) + 1.0
