@@ -1,7 +1,8 @@
 """An offline judge for generated 8x8 digits (scikit-learn's digits, pixels scaled to [0, 1]).
 
-A small MLP classifier, trained on the fly in seconds with a fixed seed (no downloads), scores a
-set of generated images by its confidence, its accuracy when the intended labels are known, the
+A small MLP classifier, trained on the fly in seconds with a fixed seed (no downloads) on the ten
+digits plus an eleventh class "not a digit" (uniform noise and pixel-shuffled digits, so that
+noise is not confidently called a digit), scores a set of generated images by its confidence, its accuracy when the intended labels are known, the
 class histogram (mode collapse shows as low entropy) and the Fréchet distance between its
 penultimate features of the generated set and of real digits. Every score comes with two bounds
 computed the same way on the same number of images: real held-out digits (what a perfect
@@ -24,7 +25,9 @@ from torch import nn
 
 from fastlearn.nn.training import Trainer
 
-__all__ = ["DigitJudge", "JudgeReport", "default_judge", "frechet_distance", "load_digit_images"]
+NOT_A_DIGIT = 10
+
+__all__ = ["NOT_A_DIGIT", "DigitJudge", "JudgeReport", "default_judge", "frechet_distance", "load_digit_images"]
 
 
 def load_digit_images(random_state: int = 0, test_size: float = 0.3):
@@ -59,10 +62,19 @@ def frechet_distance(features_a, features_b) -> float:
     return float(np.sum((mu_a - mu_b) ** 2) + np.trace(s_a) + np.trace(s_b) - 2.0 * tr_sqrt)
 
 
-class _JudgeNet(nn.Module):
-    """64 -> 128 -> 64 (features) -> 10 logits."""
+def _not_digits(X: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Examples of the "not a digit" class: uniform noise, and real digits with their pixels
+    shuffled (same intensities, no strokes)."""
+    noise = rng.uniform(0.0, 1.0, size=(n - n // 2, X.shape[1]))
+    rows = X[rng.integers(0, len(X), size=n // 2)]
+    shuffled = np.take_along_axis(rows, rng.permuted(np.tile(np.arange(X.shape[1]), (n // 2, 1)), axis=1), axis=1)
+    return np.concatenate([noise, shuffled]).astype(np.float32)
 
-    def __init__(self, n_features=64, hidden=128, n_features_out=64, n_classes=10):
+
+class _JudgeNet(nn.Module):
+    """64 -> 128 -> 64 (features) -> 11 logits (digits 0..9 and "not a digit")."""
+
+    def __init__(self, n_features=64, hidden=128, n_features_out=64, n_classes=11):
         super().__init__()
         self.body = nn.Sequential(nn.Linear(n_features, hidden), nn.ReLU(), nn.Linear(hidden, n_features_out), nn.ReLU())
         self.head = nn.Linear(n_features_out, n_classes)
@@ -92,7 +104,7 @@ class JudgeReport:
         lines = [f"digit judge on {self.n_samples} images     generated       real      noise"]
         for name, v in self.scores.items():
             lines.append(f"  {name:28s} {v['generated']:10.4g} {v['real']:10.4g} {v['noise']:10.4g}")
-        lines.append(f"  predicted classes 0..9: {self.class_histogram}")
+        lines.append(f"  predicted classes 0..9, not-a-digit: {self.class_histogram}")
         return "\n".join(lines)
 
 
@@ -106,19 +118,22 @@ class DigitJudge:
 
     confident_threshold = 0.9
 
-    def __init__(self, random_state: int = 0, epochs: int = 60):
+    def __init__(self, random_state: int = 0, epochs: int = 40):
         self.random_state = random_state
         self.epochs = epochs
 
     def fit(self):
         """Train the classifier on the training split of the digits (a few seconds on one core)."""
         X_tr, X_te, y_tr, y_te = load_digit_images(self.random_state)
-        torch.manual_seed(self.random_state)
+        rng = np.random.default_rng(self.random_state)
+        n_other = len(X_tr) // 10  # as many "not a digit" examples as a digit class has
+        X_fit = np.concatenate([X_tr, _not_digits(X_tr, n_other, rng)])
+        y_fit = np.concatenate([y_tr, np.full(n_other, NOT_A_DIGIT, dtype=np.int64)])
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.random_state)
             self.net_ = _JudgeNet()
-        Trainer(epochs=self.epochs, batch_size=64, learning_rate=2e-3, weight_decay=1e-4, validation_fraction=0.0,
-                seed=self.random_state, device="cpu").fit(self.net_, torch.from_numpy(X_tr), torch.from_numpy(y_tr))
+        Trainer(epochs=self.epochs, batch_size=128, learning_rate=3e-3, weight_decay=1e-4, validation_fraction=0.0,
+                seed=self.random_state, device="cpu").fit(self.net_, torch.from_numpy(X_fit), torch.from_numpy(y_fit))
         self.net_.eval()
         self.X_train_, self.X_test_, self.y_test_ = X_tr, X_te, y_te
         self.accuracy_ = float((self.predict(X_te) == y_te).mean())
@@ -148,9 +163,11 @@ class DigitJudge:
 
     @torch.no_grad()
     def predict_proba(self, X) -> np.ndarray:
+        """n x 11 probabilities: digits 0..9, then "not a digit" (column ``NOT_A_DIGIT``)."""
         return torch.softmax(self.net_(self._input(X)), dim=-1).double().numpy()
 
     def predict(self, X) -> np.ndarray:
+        """0..9, or NOT_A_DIGIT (10)."""
         return self.predict_proba(X).argmax(1)
 
     # -- scores -------------------------------------------------------------------------------
@@ -162,12 +179,14 @@ class DigitJudge:
 
     def _scores(self, X, labels):
         p = self.predict_proba(X)
-        conf = p.max(1)
-        hist = np.bincount(p.argmax(1), minlength=10)
-        freq = hist / hist.sum()
+        pred, conf = p.argmax(1), p.max(1)
+        is_digit = pred != NOT_A_DIGIT
+        hist = np.bincount(pred, minlength=11)
+        freq = hist[:10] / max(1, hist[:10].sum())
         out = {
-            "confidence": float(conf.mean()),
-            f"recognised (p>={self.confident_threshold})": float((conf >= self.confident_threshold).mean()),
+            "digit confidence": float(p[:, :10].max(1).mean()),
+            "not-a-digit fraction": float((~is_digit).mean()),
+            f"recognised (p>={self.confident_threshold})": float((is_digit & (conf >= self.confident_threshold)).mean()),
             "class entropy (nats)": float(-np.sum(freq[freq > 0] * np.log(freq[freq > 0]))),
             "frechet distance": self.frechet_distance(X),
         }
