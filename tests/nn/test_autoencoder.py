@@ -84,7 +84,7 @@ def test_module_works_in_a_plain_loop(digits):
     module = ae.module_
     opt = torch.optim.SGD(module.parameters(), lr=0.05)
     before = module.loss(X_tr).item()
-    for _ in range(20):
+    for _ in range(5):
         opt.zero_grad()
         loss = torch.nn.functional.mse_loss(module(X_tr), X_tr)
         loss.backward()

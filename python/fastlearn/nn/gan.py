@@ -5,6 +5,7 @@ log(1 - D(G(z))) or on the non-saturating loss -log D(G(z)). D(x) and D(G(z)) ar
 
 from __future__ import annotations
 
+import copy
 from numbers import Integral, Real
 
 import numpy as np
@@ -43,7 +44,8 @@ class GANModule(nn.Module):
     def __init__(self, n_features: int, latent_dim: int, architecture: str = "mlp",
                  generator_hidden_sizes=(128, 128), discriminator_hidden_sizes=(128, 128),
                  conv_channels=(32, 64), image_shape=None, output_activation: str = "linear",
-                 loss: str = "non_saturating", k: int = 1, learning_rate: float = 2e-4, beta1: float = 0.5):
+                 loss: str = "non_saturating", k: int = 1, learning_rate: float = 2e-4, beta1: float = 0.5,
+                 ema_decay: float = 0.0):
         super().__init__()
         shape = infer_image_shape(n_features, image_shape) if architecture == "conv" else None
         self.latent_dim, self.loss_kind, self.k = latent_dim, loss, int(k)
@@ -54,11 +56,26 @@ class GANModule(nn.Module):
                                        conv_channels, shape, activation="relu", norm=True)
         self.discriminator = build_encoder(architecture, n_features, 1, discriminator_hidden_sizes, conv_channels,
                                            shape, activation="leaky_relu", norm=architecture == "conv")
+        # an exponential moving average of the generator's weights damps the oscillation of the
+        # game; samples outside training come from it (ema_decay = 0: the last weights)
+        self.ema_decay = float(ema_decay)
+        self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False) if self.ema_decay > 0 else None
         self._d_steps = 0
 
-    def generate(self, z):  # z: n x latent -> n x F
-        out = self.generator(z)
+    def generate(self, z, average: bool | None = None):
+        """z: n x latent -> n x F; ``average`` (default: when not training) uses the EMA generator."""
+        if average is None:
+            average = not self.training
+        net = self.generator_ema if (average and self.generator_ema is not None) else self.generator
+        out = net(z)
         return torch.sigmoid(out) if self.output_activation == "sigmoid" else out
+
+    @torch.no_grad()
+    def _update_ema(self):
+        for p_ema, p in zip(self.generator_ema.parameters(), self.generator.parameters()):
+            p_ema.lerp_(p, 1.0 - self.ema_decay)
+        for b_ema, b in zip(self.generator_ema.buffers(), self.generator.buffers()):
+            b_ema.copy_(b)
 
     def discriminate(self, x):  # x: n x F -> n logits
         return self.discriminator(x).squeeze(-1)
@@ -89,6 +106,8 @@ class GANModule(nn.Module):
                 logits = self.discriminate(self.generate(torch.randn(m, self.latent_dim, device=x.device)))
                 g_loss = generator_loss(logits.float(), self.loss_kind)
             trainer.backward_step(g_loss, trainer.optimizers["generator"])
+            if self.generator_ema is not None:
+                self._update_ema()
             values["g_loss"] = g_loss.detach()
         return values
 
@@ -110,6 +129,8 @@ class GAN(NeuralEstimator):
     loss : "non_saturating" (the generator maximises log D(G(z))) or "minimax" (it minimises
         log(1 - D(G(z))), the original game).
     k : discriminator steps per generator step.
+    ema_decay : samples come from an exponential moving average of the generator's weights
+        with this decay per generator step (0: the last weights).
     output_activation : "sigmoid" (data in [0, 1]), "linear", or "auto" (sigmoid when X is in [0, 1]).
     epochs, batch_size, learning_rate, beta1 : training (Adam with betas (beta1, 0.999)).
     random_state, device, verbose : as for Autoencoder.
@@ -129,6 +150,7 @@ class GAN(NeuralEstimator):
         "image_shape": ["array-like", None],
         "loss": [StrOptions({"non_saturating", "minimax"})],
         "k": [Interval(Integral, 1, None, closed="left")],
+        "ema_decay": [Interval(Real, 0, 1, closed="left")],
         "output_activation": [StrOptions({"auto", "sigmoid", "linear"})],
         "epochs": [Interval(Integral, 1, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
@@ -141,7 +163,7 @@ class GAN(NeuralEstimator):
 
     def __init__(self, latent_dim=16, *, architecture="mlp", generator_hidden_sizes=(128, 128),
                  discriminator_hidden_sizes=(128, 128), conv_channels=(32, 64), image_shape=None,
-                 loss="non_saturating", k=1, output_activation="auto", epochs=100, batch_size=64,
+                 loss="non_saturating", k=1, ema_decay=0.0, output_activation="auto", epochs=100, batch_size=64,
                  learning_rate=2e-4, beta1=0.5, random_state=None, device="auto", verbose=False):
         self.latent_dim = latent_dim
         self.architecture = architecture
@@ -151,6 +173,7 @@ class GAN(NeuralEstimator):
         self.image_shape = image_shape
         self.loss = loss
         self.k = k
+        self.ema_decay = ema_decay
         self.output_activation = output_activation
         self.epochs = epochs
         self.batch_size = batch_size
@@ -165,7 +188,8 @@ class GAN(NeuralEstimator):
                          check_layer_sizes("generator_hidden_sizes", self.generator_hidden_sizes),
                          check_layer_sizes("discriminator_hidden_sizes", self.discriminator_hidden_sizes),
                          check_layer_sizes("conv_channels", self.conv_channels), self.image_shape,
-                         self.output_activation_, self.loss, int(self.k), float(self.learning_rate), float(self.beta1))
+                         self.output_activation_, self.loss, int(self.k), float(self.learning_rate), float(self.beta1),
+                         float(self.ema_decay))
 
     def fit(self, X, y=None, callbacks=None):
         """Train on rows of X (ndarray or tensor). ``callbacks``: functions f(trainer, epoch, values)

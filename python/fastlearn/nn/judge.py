@@ -159,12 +159,14 @@ class DigitJudge:
     @torch.no_grad()
     def features(self, X) -> np.ndarray:
         """Penultimate-layer features (n x 64), the space of the Fréchet distance."""
-        return self.net_.body(self._input(X)).double().numpy()
+        x = self._input(X)
+        return self.net_.body(x).double().numpy()
 
     @torch.no_grad()
     def predict_proba(self, X) -> np.ndarray:
         """n x 11 probabilities: digits 0..9, then "not a digit" (column ``NOT_A_DIGIT``)."""
-        return torch.softmax(self.net_(self._input(X)), dim=-1).double().numpy()
+        x = self._input(X)
+        return torch.softmax(self.net_(x), dim=-1).double().numpy()
 
     def predict(self, X) -> np.ndarray:
         """0..9, or NOT_A_DIGIT (10)."""
@@ -187,7 +189,7 @@ class DigitJudge:
             "digit confidence": float(p[:, :10].max(1).mean()),
             "not-a-digit fraction": float((~is_digit).mean()),
             f"recognised (p>={self.confident_threshold})": float((is_digit & (conf >= self.confident_threshold)).mean()),
-            "class entropy (nats)": float(-np.sum(freq[freq > 0] * np.log(freq[freq > 0]))),
+            "class entropy (nats)": float(-np.sum(freq[freq > 0] * np.log(freq[freq > 0]))) + 0.0,
             "frechet distance": self.frechet_distance(X),
         }
         if labels is not None:

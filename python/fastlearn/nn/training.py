@@ -266,7 +266,8 @@ class Trainer:
             torch.set_num_threads(old_threads)
 
     def _fit(self, module, data, validation_data, n):
-        gen = torch.Generator().manual_seed(self.seed if self.seed is not None else int(torch.seed() % 2**62))
+        seed = self.seed if self.seed is not None else int(torch.randint(0, 2**62, (1,)).item())
+        gen = torch.Generator().manual_seed(seed)
         if validation_data is not None:
             train = tuple(d.to(self.device) for d in data)
             val = tuple((v if isinstance(v, torch.Tensor) else torch.as_tensor(np.asarray(v))).to(self.device)

@@ -5,6 +5,7 @@ methods of ``VAE``: sample, anomaly_score, interpolate, transform, log_likelihoo
 
 from __future__ import annotations
 
+import copy
 import math
 from numbers import Integral, Real
 
@@ -216,6 +217,12 @@ class VAE(TransformerMixin, NeuralEstimator):
                              "the way the training data was scaled.")
         return X, like
 
+    def _float64_module(self) -> VAEModule:
+        # likelihoods are scored in float64: a row's score then does not depend on which other
+        # rows share its batch (float32 matmul blocking changes with the batch size)
+        module = copy.deepcopy(self.module_).double()
+        return module.eval()
+
     def _chunks(self, n, k):
         # rows per chunk so that k x rows x features stays around 16M floats
         step = max(1, (1 << 24) // max(1, k * self.n_features_in_))
@@ -267,11 +274,11 @@ class VAE(TransformerMixin, NeuralEstimator):
         """ELBO of each row (a lower bound on log p(x)), averaged over ``n_mc_samples`` draws."""
         check_is_fitted(self)
         X, like = self._scoring_input(X)
-        self.module_.eval()
-        eps = self._shared_eps(int(self.n_mc_samples))
-        x = self._tensor(X)
+        module = self._float64_module()
+        eps = self._shared_eps(int(self.n_mc_samples)).double()
+        x = self._tensor(X).double()
         starts, step = self._chunks(x.shape[0], eps.shape[0])
-        out = torch.cat([self.module_.elbo(x[s:s + step], eps)[0] for s in starts]) if x.shape[0] else x[:, 0]
+        out = torch.cat([module.elbo(x[s:s + step], eps)[0] for s in starts])
         return self._output(out, like)
 
     def score(self, X, y=None):
@@ -286,11 +293,11 @@ class VAE(TransformerMixin, NeuralEstimator):
         if isinstance(n_samples, bool) or not isinstance(n_samples, Integral) or n_samples < 1:
             raise ValueError(f"n_samples must be an int >= 1, got {n_samples!r}.")
         X, like = self._scoring_input(X)
-        self.module_.eval()
-        eps = self._shared_eps(int(n_samples), seed_offset=1)
-        x = self._tensor(X)
+        module = self._float64_module()
+        eps = self._shared_eps(int(n_samples), seed_offset=1).double()
+        x = self._tensor(X).double()
         starts, step = self._chunks(x.shape[0], eps.shape[0])
-        out = torch.cat([self.module_.log_likelihood(x[s:s + step], eps) for s in starts])
+        out = torch.cat([module.log_likelihood(x[s:s + step], eps) for s in starts])
         return self._output(out, like)
 
     def anomaly_score(self, X, method="elbo", n_samples=100):
