@@ -174,3 +174,29 @@ def test_bad_data():
 def test_cuda_without_gpu_says_why():
     with pytest.raises(RuntimeError, match="no CUDA GPU"):
         Trainer(device="cuda")
+
+
+def test_progress_bar_and_cpu_mixed_precision(capsys):
+    X, y = _data()
+    model = LinearRegression(5, 2)
+    hist = Trainer(epochs=30, batch_size=50, learning_rate=0.05, mixed_precision=True, progress=True,
+                   device="cpu").fit(model, X, y)
+    # bf16 autocast on CPU still trains (loss well below its start)
+    assert hist.metrics["loss"][-1] < 0.2 * hist.metrics["loss"][0]
+    assert "LinearRegression" in capsys.readouterr().err  # the tqdm bar, on stderr
+
+
+def test_custom_training_step_metrics_averaged_per_key():
+    class TwoSteps(LinearRegression):
+        def training_step(self, batch, trainer):
+            loss = self.loss(*batch)
+            trainer.backward_step(loss, trainer.optimizers["model"])
+            values = {"loss": loss.detach(), "always": torch.tensor(1.0)}
+            if trainer.step % 2 == 0:
+                values["sometimes"] = torch.tensor(3.0)
+            return values
+
+    X, y = _data(n=64)
+    hist = Trainer(epochs=2, batch_size=16, validation_fraction=0.0, device="cpu").fit(TwoSteps(5, 2), X, y)
+    # averaged over the batches that reported them, not diluted by those that did not
+    assert hist.metrics["always"] == [1.0, 1.0] and hist.metrics["sometimes"] == [3.0, 3.0]
