@@ -119,8 +119,8 @@ class Autoencoder(TransformerMixin, NeuralEstimator):
         check_is_fitted(self)
         like = ("tensor", X.device) if isinstance(X, torch.Tensor) else ("numpy", np.float64)
         Z = X.detach().cpu().numpy() if isinstance(X, torch.Tensor) else np.asarray(X, dtype=np.float64)
-        if Z.ndim != 2 or Z.shape[1] != self.module_latent_dim():
-            raise ValueError(f"inverse_transform expects codes of shape (n_samples, {self.module_latent_dim()}), "
+        if Z.ndim != 2 or Z.shape[1] != int(self.latent_dim):
+            raise ValueError(f"inverse_transform expects codes of shape (n_samples, {int(self.latent_dim)}), "
                              f"got {Z.shape}.")
         if not np.isfinite(Z).all():
             raise ValueError("inverse_transform: X contains NaN or infinity.")
@@ -128,9 +128,6 @@ class Autoencoder(TransformerMixin, NeuralEstimator):
             like = ("numpy", np.asarray(X).dtype)
         self.module_.eval()
         return self._output(self.module_.decode(self._tensor(Z.astype(np.float32))), like)
-
-    def module_latent_dim(self) -> int:
-        return int(self.latent_dim)
 
     @torch.no_grad()
     def reconstruction_error(self, X):
@@ -145,6 +142,3 @@ class Autoencoder(TransformerMixin, NeuralEstimator):
     def score(self, X, y=None):
         """Negative mean reconstruction error (higher is better)."""
         return -float(np.mean(np.asarray(self.reconstruction_error(X), dtype=np.float64)))
-
-    def _fitted_config(self):
-        return {}
