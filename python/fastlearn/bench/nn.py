@@ -53,7 +53,7 @@ def _train_case(kind, batch_size, baseline_threads, quick):
         _plain_epoch(*inp, batch_size, baseline_threads)
 
     name = "default threads" if baseline_threads is None else f"{baseline_threads} thread"
-    return Case(name=f"{kind} train epoch", shape=f"digits 1257x64 b{batch_size}", setup=setup,
+    return Case(name=f"{kind} train epoch", shape=f"digits 1257x64 b{batch_size} ({name} baseline)", setup=setup,
                 fastlearn=fastlearn_epoch, baseline=baseline_epoch, baseline_name=f"plain torch loop ({name})",
                 quick=quick, notes="fastlearn's Trainer runs small models on one intra-op thread")
 
