@@ -46,6 +46,15 @@ FL_ALWAYS_INLINE void store(T* p, typename Vec<T>::type v) {
   *reinterpret_cast<typename Vec<T>::unaligned*>(p) = v;
 }
 
+template <typename T>
+FL_ALWAYS_INLINE typename Vec<T>::type broadcast(T s) {
+  if constexpr (sizeof(T) == 4) {
+    return typename Vec<T>::type{s, s, s, s, s, s, s, s};
+  } else {
+    return typename Vec<T>::type{s, s, s, s};
+  }
+}
+
 // C[MR x 16] += A[MR x K] * B[K x 16]; A, B, C row-major with leading dimensions lda, ldb, ldc.
 template <typename T, int MR>
 FL_ALWAYS_INLINE void micro_kernel(int64_t K, const T* __restrict A, int64_t lda, const T* __restrict B,
@@ -59,7 +68,7 @@ FL_ALWAYS_INLINE void micro_kernel(int64_t K, const T* __restrict A, int64_t lda
     V b[NV];
     for (int j = 0; j < NV; ++j) b[j] = load(B + k * ldb + j * W);
     for (int i = 0; i < MR; ++i) {
-      const V a = V{} + A[i * lda + k];
+      const V a = broadcast<T>(A[i * lda + k]);
       for (int j = 0; j < NV; ++j) acc[i][j] += a * b[j];
     }
   }

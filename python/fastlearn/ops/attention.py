@@ -45,20 +45,24 @@ def _require_triton(op):
 @triton_op("fastlearn::sdpa", mutates_args=())
 def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: Optional[torch.Tensor], dropout_p: float,
           is_causal: bool, scale: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    if q.device.type == "cpu":  # reached only when tracing decomposes this op (eager CPU calls go below)
+        return torch.ops.fastlearn.sdpa_cpu(q, k, v, bias, dropout_p, is_causal, scale, seed)
     from fastlearn.kernels.triton import attention as ta
 
     _require_triton("scaled_dot_product_attention")
     return ta.attention_forward(q, k, v, bias, dropout_p, is_causal, scale, seed, wrap=wrap_triton)
 
 
-@_sdpa.register_kernel("cpu")
-def _sdpa_cpu(q, k, v, bias, dropout_p, is_causal, scale, seed):
+def _sdpa_cpu_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: Optional[torch.Tensor], dropout_p: float,
+              is_causal: bool, scale: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     ct = _compute_dtype(q.dtype)
     B, H, L, _ = q.shape
     qc, kc, vc = (t.to(ct).contiguous() for t in (q, k, v))
     bc = None if bias is None else bias.to(ct)
-    out = torch.empty(B, H, L, v.shape[-1], dtype=ct)
-    lse = torch.empty(B, H, L, dtype=ct)
+    out = torch.zeros(B, H, L, v.shape[-1], dtype=ct)
+    lse = torch.full((B, H, L), float("inf"), dtype=ct)
+    if out.numel() == 0 or k.shape[2] == 0:  # nothing to attend: zeros, as PyTorch
+        return out.to(q.dtype), lse
     _C.attention_forward(view(qc, "query"), view(kc, "key"), view(vc, "value"),
                          None if bc is None else view(bc, "attn_mask"), view(out, "out"), view(lse, "lse"),
                          scale, is_causal, dropout_p, seed)
@@ -71,12 +75,21 @@ def _sdpa_fake(q, k, v, bias, dropout_p, is_causal, scale, seed):
     return q.new_empty(B, H, L, v.shape[-1]), q.new_empty(B, H, L, dtype=_lse_dtype(q.dtype))
 
 
+# The CPU kernel serves eager calls; the same function as an op of its own (with the same fake)
+# is what the triton_op body calls on CPU tensors when tracing decomposes it.
+_sdpa.register_kernel("cpu")(_sdpa_cpu_impl)
+torch.library.custom_op("fastlearn::sdpa_cpu", _sdpa_cpu_impl, mutates_args=()).register_fake(_sdpa_fake)
+
+
 # --- backward ------------------------------------------------------------------------------
 
 @triton_op("fastlearn::sdpa_backward", mutates_args=())
 def _sdpa_backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                    bias: Optional[torch.Tensor], out: torch.Tensor, lse: torch.Tensor, dropout_p: float,
                    is_causal: bool, scale: float, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    if q.device.type == "cpu":
+        return torch.ops.fastlearn.sdpa_backward_cpu(grad_out, q, k, v, bias, out, lse, dropout_p, is_causal,
+                                                     scale, seed)
     from fastlearn.kernels.triton import attention as ta
 
     _require_triton("scaled_dot_product_attention backward")
@@ -84,12 +97,15 @@ def _sdpa_backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: 
                                  wrap=wrap_triton)
 
 
-@_sdpa_backward.register_kernel("cpu")
-def _sdpa_backward_cpu(grad_out, q, k, v, bias, out, lse, dropout_p, is_causal, scale, seed):
+def _sdpa_backward_cpu_impl(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                       bias: Optional[torch.Tensor], out: torch.Tensor, lse: torch.Tensor, dropout_p: float,
+                       is_causal: bool, scale: float, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     ct = _compute_dtype(q.dtype)
     go, qc, kc, vc, oc = (t.to(ct).contiguous() for t in (grad_out, q, k, v, out))
     bc = None if bias is None else bias.to(ct)
-    dq, dk, dv = torch.empty_like(qc), torch.empty_like(kc), torch.empty_like(vc)
+    dq, dk, dv = torch.zeros_like(qc), torch.zeros_like(kc), torch.zeros_like(vc)
+    if qc.numel() == 0 or kc.numel() == 0 or vc.numel() == 0:
+        return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype)
     _C.attention_backward(view(go, "grad_out"), view(qc, "query"), view(kc, "key"), view(vc, "value"),
                           None if bc is None else view(bc, "attn_mask"), view(oc, "out"),
                           view(lse.contiguous(), "lse"), view(dq, "grad_query"), view(dk, "grad_key"),
@@ -100,6 +116,11 @@ def _sdpa_backward_cpu(grad_out, q, k, v, bias, out, lse, dropout_p, is_causal, 
 @_sdpa_backward.register_fake
 def _sdpa_backward_fake(grad_out, q, k, v, bias, out, lse, dropout_p, is_causal, scale, seed):
     return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+
+
+_sdpa_backward.register_kernel("cpu")(_sdpa_backward_cpu_impl)
+torch.library.custom_op("fastlearn::sdpa_backward_cpu", _sdpa_backward_cpu_impl,
+                        mutates_args=()).register_fake(_sdpa_backward_fake)
 
 
 def _setup_context(ctx, inputs, output):
