@@ -46,12 +46,15 @@ FL_ALWAYS_INLINE void store(T* p, typename Vec<T>::type v) {
   *reinterpret_cast<typename Vec<T>::unaligned*>(p) = v;
 }
 
+// A splat written as a shuffle: GCC then emits one vbroadcastss from memory per use (an
+// initializer list {s, s, ...} became chains of vinsertps inside the target clones).
 template <typename T>
 FL_ALWAYS_INLINE typename Vec<T>::type broadcast(T s) {
+  const typename Vec<T>::type t = {s};
   if constexpr (sizeof(T) == 4) {
-    return typename Vec<T>::type{s, s, s, s, s, s, s, s};
+    return __builtin_shufflevector(t, t, 0, 0, 0, 0, 0, 0, 0, 0);
   } else {
-    return typename Vec<T>::type{s, s, s, s};
+    return __builtin_shufflevector(t, t, 0, 0, 0, 0);
   }
 }
 
