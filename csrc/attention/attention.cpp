@@ -24,6 +24,7 @@ namespace {
 
 constexpr int64_t kBlock = 64;  // query rows and key columns per tile
 constexpr int64_t kNR = 16;     // micro-kernel columns; packed widths are multiples of this
+constexpr int64_t kQueryBlock = 96;  // forward query rows per work item: 16 micro-kernel row groups of 6
 
 int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
@@ -147,7 +148,7 @@ Problem<T> describe(const View& query, const View& key, const View& value, const
   p.B = query.size(0), p.Hq = query.size(1), p.L = query.size(2), p.E = query.size(3);
   p.Hkv = key.size(1), p.S = key.size(2), p.Ev = value.size(3);
   p.group = p.Hq / p.Hkv;
-  p.EP = round_up(p.E, kNR), p.EvP = round_up(p.Ev, kNR), p.SP = round_up(p.S, kNR);
+  p.EP = round_up(p.E, kNR), p.EvP = round_up(p.Ev, kNR), p.SP = round_up(p.S, kBlock);
   p.scale = static_cast<T>(opt.scale);
   p.causal = opt.causal;
   p.dropout = opt.dropout_p > 0;
@@ -158,6 +159,12 @@ Problem<T> describe(const View& query, const View& key, const View& value, const
   p.bias = bias ? bias->ptr<T>() : nullptr;
   for (int d = 0; d < 4; ++d) p.bias_stride[d] = bias ? bias->strides[d] : 0;
   return p;
+}
+
+// K^T and V^T are stored per key block ([block][dim][kBlock]): a 16-column strip then has
+// rows 256 bytes apart instead of len_kv * 4 (a multiple of 4 KiB aliases one L1 set).
+FL_ALWAYS_INLINE int64_t blocked(int64_t dim, int64_t e, int64_t j) {
+  return (j / kBlock) * dim * kBlock + e * kBlock + j % kBlock;
 }
 
 // Pack K^T and V (and for the backward V^T and padded K) of one (batch, kv-head).
@@ -171,7 +178,7 @@ FL_ALWAYS_INLINE void pack_head(const Problem<T>& p, int64_t unit, bool backward
   std::fill(vp, vp + p.SP * p.EvP, T(0));
   for (int64_t j0 = 0; j0 < p.S; j0 += 16)  // transpose in 16-row strips (cache friendly)
     for (int64_t e = 0; e < p.E; ++e)
-      for (int64_t j = j0; j < std::min(p.S, j0 + 16); ++j) kt[e * p.SP + j] = k[j * p.E + e];
+      for (int64_t j = j0; j < std::min(p.S, j0 + 16); ++j) kt[blocked(p.E, e, j)] = k[j * p.E + e];
   for (int64_t j = 0; j < p.S; ++j) std::memcpy(vp + j * p.EvP, v + j * p.Ev, sizeof(T) * p.Ev);
   if (!backward) return;
   T* vt = p.vt + unit * p.Ev * p.SP;
@@ -180,7 +187,7 @@ FL_ALWAYS_INLINE void pack_head(const Problem<T>& p, int64_t unit, bool backward
   std::fill(kp, kp + p.SP * p.EP, T(0));
   for (int64_t j0 = 0; j0 < p.S; j0 += 16)
     for (int64_t e = 0; e < p.Ev; ++e)
-      for (int64_t j = j0; j < std::min(p.S, j0 + 16); ++j) vt[e * p.SP + j] = v[j * p.Ev + e];
+      for (int64_t j = j0; j < std::min(p.S, j0 + 16); ++j) vt[blocked(p.Ev, e, j)] = v[j * p.Ev + e];
   for (int64_t j = 0; j < p.S; ++j) std::memcpy(kp + j * p.EP, k + j * p.E, sizeof(T) * p.E);
 }
 
@@ -215,15 +222,15 @@ FL_ALWAYS_INLINE T score_row(const Problem<T>& p, T* s, int64_t b, int64_t h, in
 template <typename T>
 FL_ALWAYS_INLINE void forward_block(const Problem<T>& p, int64_t item, T* out, T* lse, T* work) {
   constexpr T kNegInf = -std::numeric_limits<T>::infinity();
-  const int64_t nqb = (p.L + kBlock - 1) / kBlock;
+  const int64_t nqb = (p.L + kQueryBlock - 1) / kQueryBlock;
   const int64_t bh = item / nqb, qb = item % nqb;
   const int64_t b = bh / p.Hq, h = bh % p.Hq, unit = b * p.Hkv + h / p.group;
-  const int64_t q0 = qb * kBlock, rows = std::min(kBlock, p.L - q0);
-  T* qs = work;                      // rows x E
-  T* s = qs + kBlock * p.E;          // rows x kBlock
-  T* acc = s + kBlock * kBlock;      // rows x EvP
-  T* m = acc + kBlock * p.EvP;       // rows
-  T* l = m + kBlock;                 // rows
+  const int64_t q0 = qb * kQueryBlock, rows = std::min(kQueryBlock, p.L - q0);
+  T* qs = work;                         // rows x E
+  T* s = qs + kQueryBlock * p.E;        // rows x kBlock
+  T* acc = s + kQueryBlock * kBlock;    // rows x EvP
+  T* m = acc + kQueryBlock * p.EvP;     // rows
+  T* l = m + kQueryBlock;               // rows
   std::memcpy(qs, p.q + (bh * p.L + q0) * p.E, sizeof(T) * rows * p.E);
   std::fill(acc, acc + rows * p.EvP, T(0));
   std::fill(m, m + rows, kNegInf);
@@ -233,9 +240,9 @@ FL_ALWAYS_INLINE void forward_block(const Problem<T>& p, int64_t item, T* out, T
   int64_t k_end = p.S;
   if (p.causal) k_end = std::min(p.S, q0 + rows);  // keys past the last row are all masked
   for (int64_t k0 = 0; k0 < k_end; k0 += kBlock) {
-    const int64_t width = std::min(kBlock, round_up(p.SP - k0, kNR));
+    const int64_t width = std::min(kBlock, round_up(p.S - k0, kNR));
     std::fill(s, s + rows * kBlock, T(0));
-    gemm_acc<T>(rows, width, p.E, qs, p.E, kt + k0, p.SP, s, kBlock);
+    gemm_acc<T>(rows, width, p.E, qs, p.E, kt + k0 * p.E, kBlock, s, kBlock);
     for (int64_t i = 0; i < rows; ++i) {
       T* si = s + i * kBlock;
       const int64_t row = q0 + i;
@@ -265,7 +272,7 @@ FL_ALWAYS_INLINE void forward_block(const Problem<T>& p, int64_t item, T* out, T
         for (int64_t e = 0; e < p.EvP; ++e) ai[e] *= alpha;
       }
     }
-    gemm_acc<T>(rows, p.EvP, std::min(width, p.SP - k0), s, kBlock, vp + k0 * p.EvP, p.EvP, acc, p.EvP);
+    gemm_acc<T>(rows, p.EvP, width, s, kBlock, vp + k0 * p.EvP, p.EvP, acc, p.EvP);
   }
   for (int64_t i = 0; i < rows; ++i) {
     T* o = out + (bh * p.L + q0 + i) * p.Ev;
@@ -291,7 +298,7 @@ FL_ALWAYS_INLINE void backward_block(const Problem<T>& p, int64_t unit, int64_t 
                                      const T* delta, T* dq_acc, T* dk, T* dv, T* work) {
   const int64_t b = unit / p.Hkv, hk = unit % p.Hkv;
   const int64_t k0 = kb * kBlock, cols = std::min(kBlock, p.S - k0);
-  const int64_t width = std::min(kBlock, round_up(p.SP - k0, kNR));
+  const int64_t width = std::min(kBlock, round_up(p.S - k0, kNR));
   T* qp = work;                       // rows x EP (query block, zero padded)
   T* gop = qp + kBlock * p.EP;        // rows x EvP (grad_out block)
   T* s = gop + kBlock * p.EvP;        // rows x kBlock: scores, then probabilities
@@ -321,8 +328,8 @@ FL_ALWAYS_INLINE void backward_block(const Problem<T>& p, int64_t unit, int64_t 
       }
       std::fill(s, s + rows * kBlock, T(0));
       std::fill(dp, dp + rows * kBlock, T(0));
-      gemm_acc<T>(rows, width, p.E, qp, p.EP, kt + k0, p.SP, s, kBlock);
-      gemm_acc<T>(rows, width, p.Ev, gop, p.EvP, vt + k0, p.SP, dp, kBlock);
+      gemm_acc<T>(rows, width, p.E, qp, p.EP, kt + k0 * p.E, kBlock, s, kBlock);
+      gemm_acc<T>(rows, width, p.Ev, gop, p.EvP, vt + k0 * p.Ev, kBlock, dp, kBlock);
       for (int64_t i = 0; i < rows; ++i) {
         const int64_t row = q0 + i;
         T* si = s + i * kBlock;
@@ -365,7 +372,7 @@ FL_ALWAYS_INLINE void pack_range(const Problem<T>& p, int64_t u0, int64_t u1, bo
 }
 template <typename T>
 FL_ALWAYS_INLINE void forward_range(const Problem<T>& p, int64_t i0, int64_t i1, T* out, T* lse) {
-  std::vector<T> work(static_cast<size_t>(kBlock * (p.E + kBlock + p.EvP + 2)));
+  std::vector<T> work(static_cast<size_t>(kQueryBlock * (p.E + kBlock + p.EvP + 2)));
   for (int64_t i = i0; i < i1; ++i) forward_block(p, i, out, lse, work.data());
 }
 template <typename T>
@@ -408,6 +415,19 @@ void backward_items(const Problem<float>& p, int64_t a, int64_t b, int64_t c, co
 void backward_items(const Problem<double>& p, int64_t a, int64_t b, int64_t c, const double* go, const double* lse,
                     const double* d, double* dq, double* dk, double* dv) {
   backward_f64(p, a, b, c, go, lse, d, dq, dk, dv);
+}
+
+// Work items of very different cost (causal blocks) or threads descheduled on a busy machine
+// make static chunks wait for the slowest; items are handed out one at a time instead.
+template <typename F>
+void parallel_dynamic(int64_t n, F&& body) {
+  const int64_t threads = std::min<int64_t>(omp_get_max_threads(), n);
+  if (threads <= 1) {
+    body(int64_t{0}, n);
+    return;
+  }
+#pragma omp parallel for schedule(dynamic, 1) num_threads(static_cast<int>(threads))
+  for (int64_t i = 0; i < n; ++i) body(i, i + 1);
 }
 
 // --- checks ------------------------------------------------------------------------------------
@@ -458,10 +478,13 @@ void forward_typed(const View& query, const View& key, const View& value, const 
   std::vector<T> kt(static_cast<size_t>(units * p.E * p.SP)), vp(static_cast<size_t>(units * p.SP * p.EvP));
   p.kt = kt.data(), p.vp = vp.data();
   parallel_for(units, p.S * (p.E + p.Ev), [&](int64_t a, int64_t b) { pack(p, a, b, false); });
-  const int64_t nqb = (p.L + kBlock - 1) / kBlock;
-  parallel_for(p.B * p.Hq * nqb, kBlock * p.S * (p.E + p.Ev), [&](int64_t a, int64_t b) {
-    forward_items(p, a, b, out.ptr<T>(), lse.ptr<T>());
-  });
+  const int64_t nqb = (p.L + kQueryBlock - 1) / kQueryBlock;
+  const int64_t items = p.B * p.Hq * nqb;
+  auto run = [&](int64_t a, int64_t b) { forward_items(p, a, b, out.ptr<T>(), lse.ptr<T>()); };
+  if (items * kQueryBlock * p.S * (p.E + p.Ev) < 4 * kParallelGrain)
+    run(0, items);  // too small to pay for threads
+  else
+    parallel_dynamic(items, run);
 }
 
 template <typename T>
@@ -497,11 +520,15 @@ void backward_typed(const View& grad_out, const View& query, const View& key, co
   // blocks are split into chunks whose dQ shares go to private buffers, summed afterwards.
   const int64_t nkb = (p.S + kBlock - 1) / kBlock;
   const int64_t threads = omp_get_max_threads();
-  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(nkb, (threads + units - 1) / units));
+  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(nkb, (2 * threads + units - 1) / units));
   std::vector<T> dq_acc(static_cast<size_t>(chunks * units * p.group * p.L * p.EP), T(0));
-  parallel_for(units * chunks, 4 * p.L * p.S * (p.E + p.Ev) / chunks, [&](int64_t a, int64_t b) {
+  auto run = [&](int64_t a, int64_t b) {
     backward_items(p, a, b, chunks, go, lse.ptr<T>(), delta.data(), dq_acc.data(), dk, dv);
-  });
+  };
+  if (p.B * p.Hq * p.L * p.S * (p.E + p.Ev) < 4 * kParallelGrain)
+    run(0, units * chunks);
+  else
+    parallel_dynamic(units * chunks, run);
   parallel_for(rows, p.E * chunks, [&](int64_t a, int64_t b) {
     for (int64_t r = a; r < b; ++r)
       for (int64_t c = 0; c < chunks; ++c) {
