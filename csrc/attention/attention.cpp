@@ -60,7 +60,9 @@ FL_ALWAYS_INLINE typename Vec<T>::type broadcast(T s) {
 }
 
 // C[MR x 16] += A[MR x K] * B[K x 16]; A, B, C row-major with leading dimensions lda, ldb, ldc.
-template <typename T, int MR>
+// kTransA reads A stored transposed (K x MR, A[k * lda + i]): dV += P^T dO and dK += dS^T Q
+// then use P and dS as computed, with no transposed copy.
+template <typename T, int MR, bool kTransA = false>
 FL_ALWAYS_INLINE void micro_kernel(int64_t K, const T* __restrict A, int64_t lda, const T* __restrict B,
                                    int64_t ldb, T* __restrict C, int64_t ldc) {
   using V = typename Vec<T>::type;
@@ -72,7 +74,7 @@ FL_ALWAYS_INLINE void micro_kernel(int64_t K, const T* __restrict A, int64_t lda
     V b[NV];
     for (int j = 0; j < NV; ++j) b[j] = load(B + k * ldb + j * W);
     for (int i = 0; i < MR; ++i) {
-      const V a = broadcast<T>(A[i * lda + k]);
+      const V a = broadcast<T>(kTransA ? A[k * lda + i] : A[i * lda + k]);
       for (int j = 0; j < NV; ++j) acc[i][j] += a * b[j];
     }
   }
@@ -82,19 +84,23 @@ FL_ALWAYS_INLINE void micro_kernel(int64_t K, const T* __restrict A, int64_t lda
 
 // C[M x N] += A[M x K] * B[K x N], N a multiple of 16 (B and C padded). Column strips outside,
 // row groups inside, so the K x 16 strip of B stays in L1 across the rows.
-template <typename T>
+template <typename T, bool kTransA = false>
 FL_ALWAYS_INLINE void gemm_acc(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb,
                                T* C, int64_t ldc) {
   constexpr int MR = Vec<T>::kRows;
   for (int64_t n = 0; n < N; n += kNR) {
     int64_t m = 0;
-    for (; m + MR <= M; m += MR) micro_kernel<T, MR>(K, A + m * lda, lda, B + n, ldb, C + m * ldc + n, ldc);
+    for (; m + MR <= M; m += MR) {
+      const T* a = kTransA ? A + m : A + m * lda;
+      micro_kernel<T, MR, kTransA>(K, a, lda, B + n, ldb, C + m * ldc + n, ldc);
+    }
+    const T* a = kTransA ? A + m : A + m * lda;
     switch (M - m) {
-      case 1: micro_kernel<T, 1>(K, A + m * lda, lda, B + n, ldb, C + m * ldc + n, ldc); break;
-      case 2: micro_kernel<T, 2>(K, A + m * lda, lda, B + n, ldb, C + m * ldc + n, ldc); break;
-      case 3: if constexpr (MR > 3) micro_kernel<T, 3>(K, A + m * lda, lda, B + n, ldb, C + m * ldc + n, ldc); break;
-      case 4: if constexpr (MR > 4) micro_kernel<T, 4>(K, A + m * lda, lda, B + n, ldb, C + m * ldc + n, ldc); break;
-      case 5: if constexpr (MR > 5) micro_kernel<T, 5>(K, A + m * lda, lda, B + n, ldb, C + m * ldc + n, ldc); break;
+      case 1: micro_kernel<T, 1, kTransA>(K, a, lda, B + n, ldb, C + m * ldc + n, ldc); break;
+      case 2: micro_kernel<T, 2, kTransA>(K, a, lda, B + n, ldb, C + m * ldc + n, ldc); break;
+      case 3: if constexpr (MR > 3) micro_kernel<T, 3, kTransA>(K, a, lda, B + n, ldb, C + m * ldc + n, ldc); break;
+      case 4: if constexpr (MR > 4) micro_kernel<T, 4, kTransA>(K, a, lda, B + n, ldb, C + m * ldc + n, ldc); break;
+      case 5: if constexpr (MR > 5) micro_kernel<T, 5, kTransA>(K, a, lda, B + n, ldb, C + m * ldc + n, ldc); break;
       default: break;
     }
   }
@@ -301,11 +307,9 @@ FL_ALWAYS_INLINE void backward_block(const Problem<T>& p, int64_t unit, int64_t 
   const int64_t width = std::min(kBlock, round_up(p.S - k0, kNR));
   T* qp = work;                       // rows x EP (query block, zero padded)
   T* gop = qp + kBlock * p.EP;        // rows x EvP (grad_out block)
-  T* s = gop + kBlock * p.EvP;        // rows x kBlock: scores, then probabilities
+  T* s = gop + kBlock * p.EvP;        // rows x kBlock: scores, then (dropped) probabilities
   T* dp = s + kBlock * kBlock;        // rows x kBlock: dP, then dS
-  T* pt = dp + kBlock * kBlock;       // kBlock x kBlock: dropped probabilities, transposed
-  T* dst = pt + kBlock * kBlock;      // kBlock x kBlock: dS transposed
-  T* dk_acc = dst + kBlock * kBlock;  // kBlock x EP
+  T* dk_acc = dp + kBlock * kBlock;   // kBlock x EP
   T* dv_acc = dk_acc + kBlock * p.EP; // kBlock x EvP
   const T* kt = p.kt + unit * p.E * p.SP;
   const T* vt = p.vt + unit * p.Ev * p.SP;
@@ -314,8 +318,6 @@ FL_ALWAYS_INLINE void backward_block(const Problem<T>& p, int64_t unit, int64_t 
   std::fill(dv_acc, dv_acc + kBlock * p.EvP, T(0));
   std::fill(qp, qp + kBlock * p.EP, T(0));
   std::fill(gop, gop + kBlock * p.EvP, T(0));
-  std::fill(pt, pt + kBlock * kBlock, T(0));
-  std::fill(dst, dst + kBlock * kBlock, T(0));
   const int64_t q_start = p.causal ? (k0 / kBlock) * kBlock : 0;  // rows above k0 see none of these keys
   for (int64_t g = 0; g < p.group; ++g) {
     const int64_t h = hk * p.group + g, bh = b * p.Hq + h;
@@ -338,23 +340,20 @@ FL_ALWAYS_INLINE void backward_block(const Problem<T>& p, int64_t unit, int64_t 
         const T lse_i = lse[bh * p.L + row], delta_i = delta[bh * p.L + row];
 #pragma omp simd
         for (int64_t j = 0; j < width; ++j) si[j] = exp_acc(si[j] - lse_i);  // P (0 when masked or lse = inf)
-        if (p.dropout) {
+        if (p.dropout) {  // si becomes the dropped weights P * Z, dpi becomes dS
           const uint32_t key = row_key(p.seed, bh, row);
           for (int64_t j = 0; j < width; ++j) {
             const T z = keep_element(key, k0 + j, p.threshold) ? p.keep_scale : T(0);
-            pt[j * kBlock + i] = si[j] * z;
             dpi[j] = si[j] * (dpi[j] * z - delta_i) * p.scale;
+            si[j] *= z;
           }
         } else {
-          for (int64_t j = 0; j < width; ++j) pt[j * kBlock + i] = si[j];
 #pragma omp simd
           for (int64_t j = 0; j < width; ++j) dpi[j] = si[j] * (dpi[j] - delta_i) * p.scale;
         }
-        for (int64_t j = 0; j < width; ++j) dst[j * kBlock + i] = dpi[j];
       }
-      // Stale columns rows..kBlock of pt/dst belong to an earlier, fuller block: K = rows skips them.
-      gemm_acc<T>(cols, p.EvP, rows, pt, kBlock, gop, p.EvP, dv_acc, p.EvP);
-      gemm_acc<T>(cols, p.EP, rows, dst, kBlock, qp, p.EP, dk_acc, p.EP);
+      gemm_acc<T, true>(cols, p.EvP, rows, s, kBlock, gop, p.EvP, dv_acc, p.EvP);   // dV += (P Z)^T dO
+      gemm_acc<T, true>(cols, p.EP, rows, dp, kBlock, qp, p.EP, dk_acc, p.EP);      // dK += dS^T Q
       gemm_acc<T>(rows, p.EP, cols, dp, kBlock, kp + k0 * p.EP, p.EP, dq + q0 * p.EP, p.EP);
     }
   }
@@ -378,7 +377,7 @@ FL_ALWAYS_INLINE void forward_range(const Problem<T>& p, int64_t i0, int64_t i1,
 template <typename T>
 FL_ALWAYS_INLINE void backward_range(const Problem<T>& p, int64_t i0, int64_t i1, int64_t chunks, const T* go,
                                      const T* lse, const T* delta, T* dq_acc, T* dk, T* dv) {
-  std::vector<T> work(static_cast<size_t>(kBlock * (2 * p.EP + 2 * p.EvP + 4 * kBlock)));
+  std::vector<T> work(static_cast<size_t>(kBlock * (2 * p.EP + 2 * p.EvP + 2 * kBlock)));
   const int64_t nkb = (p.S + kBlock - 1) / kBlock;
   const int64_t per_chunk = (nkb + chunks - 1) / chunks;
   for (int64_t item = i0; item < i1; ++item) {
