@@ -82,19 +82,20 @@ FL_ALWAYS_INLINE void micro_kernel(int64_t K, const T* __restrict A, int64_t lda
     for (int j = 0; j < NV; ++j) store(C + i * ldc + j * W, acc[i][j]);
 }
 
-// C[M x N] += A[M x K] * B[K x N], N a multiple of 16 (B and C padded). Column strips outside,
-// row groups inside, so the K x 16 strip of B stays in L1 across the rows.
+// C[M x N] += A[M x K] * B[K x N], N a multiple of 16 (B and C padded). Row groups outside,
+// column strips inside: the MR x K panel of A and MR rows of C stay in L1 while the K x N tile
+// of B (16 KiB at 64 x 64 floats) is reread from L1; strips outside would stream A and C.
 template <typename T, bool kTransA = false>
 FL_ALWAYS_INLINE void gemm_acc(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb,
                                T* C, int64_t ldc) {
   constexpr int MR = Vec<T>::kRows;
-  for (int64_t n = 0; n < N; n += kNR) {
-    int64_t m = 0;
-    for (; m + MR <= M; m += MR) {
-      const T* a = kTransA ? A + m : A + m * lda;
-      micro_kernel<T, MR, kTransA>(K, a, lda, B + n, ldb, C + m * ldc + n, ldc);
-    }
+  int64_t m = 0;
+  for (; m + MR <= M; m += MR) {
     const T* a = kTransA ? A + m : A + m * lda;
+    for (int64_t n = 0; n < N; n += kNR) micro_kernel<T, MR, kTransA>(K, a, lda, B + n, ldb, C + m * ldc + n, ldc);
+  }
+  const T* a = kTransA ? A + m : A + m * lda;
+  for (int64_t n = 0; n < N; n += kNR) {
     switch (M - m) {
       case 1: micro_kernel<T, 1, kTransA>(K, a, lda, B + n, ldb, C + m * ldc + n, ldc); break;
       case 2: micro_kernel<T, 2, kTransA>(K, a, lda, B + n, ldb, C + m * ldc + n, ldc); break;

@@ -11,7 +11,7 @@ from fastlearn.bench.core import Case
 
 
 def _case(B, H, N, D, causal, backward, quick, device="cpu", dtype=torch.float32):
-    import fastlearn.ops as flops
+    from fastlearn.ops import scaled_dot_product_attention as fl_sdpa
 
     def setup():
         g = torch.Generator(device=device).manual_seed(0)
@@ -42,7 +42,7 @@ def _case(B, H, N, D, causal, backward, quick, device="cpu", dtype=torch.float32
     dt = str(dtype).replace("torch.", "")
     return Case(
         name=f"sdpa {'fwd+bwd' if backward else 'fwd'}{' causal' if causal else ''}",
-        shape=f"B={B} H={H} N={N} D={D} {dt}", setup=setup, fastlearn=run(flops.scaled_dot_product_attention),
+        shape=f"B={B} H={H} N={N} D={D} {dt}", setup=setup, fastlearn=run(fl_sdpa),
         baseline=run(base_fn), baseline_name=base_name, flops=flops, bound="compute", dtype=dt, device=device,
         quick=quick, notes=f"{flops / 1e12:.4f} TFLOP per call (4BHN^2D fwd, /2 causal, x3.5 fwd+bwd)",
     )
