@@ -57,8 +57,9 @@ def _sdpa_cpu_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: Opti
               is_causal: bool, scale: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     ct = _compute_dtype(q.dtype)
     B, H, L, _ = q.shape
-    qc, kc, vc = (t.to(ct).contiguous() for t in (q, k, v))
-    bc = None if bias is None else bias.to(ct)
+    qc, kc, vc = (t if t.dtype == ct and t.is_contiguous() else t.to(ct).contiguous() for t in (q, k, v))
+    bc = None if bias is None or bias.dtype == ct else bias.to(ct)
+    bc = bias if bc is None else bc
     out = torch.zeros(B, H, L, v.shape[-1], dtype=ct)
     lse = torch.full((B, H, L), float("inf"), dtype=ct)
     if out.numel() == 0 or k.shape[2] == 0:  # nothing to attend: zeros, as PyTorch
@@ -152,11 +153,20 @@ def _check_tensor(name, t):
 
 
 def _broadcast(shapes, what):
+    if shapes[0] == shapes[1] == shapes[2]:  # the common case, without torch's general helper
+        return tuple(shapes[0])
     try:
         return tuple(torch.broadcast_shapes(*shapes))
     except RuntimeError:
         raise ValueError(f"{_OP}: the batch dimensions of query, key and value ({', '.join(map(str, shapes))}) "
                          f"do not broadcast; {what}") from None
+
+
+def _as4(t, lead, B, H):
+    """t (..., n, d) broadcast to lead + (n, d) and seen as (B, H, n, d); no copy when it already is."""
+    if t.dim() == 4 and tuple(t.shape[:2]) == (B, H):
+        return t
+    return t.expand(tuple(lead) + tuple(t.shape[-2:])).reshape(B, H, t.shape[-2], t.shape[-1])
 
 
 def _mask_to_bias(attn_mask, query, out_lead, L, S, B, H):
@@ -235,18 +245,16 @@ def scaled_dot_product_attention(query: torch.Tensor, key: torch.Tensor, value: 
                              f"heads of 'key' ({Hk}) and 'value' ({Hv}), which must be equal.")
         lead = _broadcast([query.shape[:-3], key.shape[:-3], value.shape[:-3]], "fix the leading dimensions.")
         B = math.prod(lead)
-        q4 = query.expand(lead + (Hq, L, E)).reshape(B, Hq, L, E)
-        k4 = key.expand(lead + (Hk, S, E)).reshape(B, Hk, S, E)
-        v4 = value.expand(lead + (Hk, S, Ev)).reshape(B, Hk, S, Ev)
+        q4 = _as4(query, lead + (Hq,), B, Hq)
+        k4 = _as4(key, lead + (Hk,), B, Hk)
+        v4 = _as4(value, lead + (Hk,), B, Hk)
         out_lead, H = lead + (Hq,), Hq
     else:
         out_lead = _broadcast([query.shape[:-2], key.shape[:-2], value.shape[:-2]],
                               "for grouped-query attention pass enable_gqa=True.")
         H = out_lead[-1] if out_lead else 1
         B = math.prod(out_lead[:-1]) if out_lead else 1
-        q4 = query.expand(out_lead + (L, E)).reshape(B, H, L, E)
-        k4 = key.expand(out_lead + (S, E)).reshape(B, H, S, E)
-        v4 = value.expand(out_lead + (S, Ev)).reshape(B, H, S, Ev)
+        q4, k4, v4 = (_as4(t, out_lead, B, H) for t in (query, key, value))
     bias = None if attn_mask is None else _mask_to_bias(attn_mask, query, out_lead, L, S, B, H)
     seed = 0
     if dropout_p > 0:
