@@ -202,16 +202,15 @@ FL_ALWAYS_INLINE void pack_head(const Problem<T>& p, int64_t unit, bool backward
 // (beyond len_kv, or above the diagonal when causal). Returns the row max.
 template <typename T>
 FL_ALWAYS_INLINE T score_row(const Problem<T>& p, T* s, int64_t b, int64_t h, int64_t row, int64_t k0,
-                             int64_t width) {
+                             int64_t width, T scale) {
   int64_t visible = std::min<int64_t>(width, p.S - k0);
   if (p.causal) visible = std::max<int64_t>(0, std::min<int64_t>(visible, row - k0 + 1));
-  const T scale = p.scale;
   if (p.bias) {
     const T* bias = p.bias + b * p.bias_stride[0] + h * p.bias_stride[1] + row * p.bias_stride[2] + k0 * p.bias_stride[3];
     const int64_t bs = p.bias_stride[3];
 #pragma omp simd
     for (int64_t j = 0; j < visible; ++j) s[j] = s[j] * scale + bias[j * bs];
-  } else {
+  } else if (scale != T(1)) {
 #pragma omp simd
     for (int64_t j = 0; j < visible; ++j) s[j] = s[j] * scale;
   }
@@ -238,7 +237,9 @@ FL_ALWAYS_INLINE void forward_block(const Problem<T>& p, int64_t item, T* out, T
   T* acc = s + kQueryBlock * kBlock;    // rows x EvP
   T* m = acc + kQueryBlock * p.EvP;     // rows
   T* l = m + kQueryBlock;               // rows
-  std::memcpy(qs, p.q + (bh * p.L + q0) * p.E, sizeof(T) * rows * p.E);
+  const T* q = p.q + (bh * p.L + q0) * p.E;  // scaled once here, so the scores need no multiply
+#pragma omp simd
+  for (int64_t i = 0; i < rows * p.E; ++i) qs[i] = q[i] * p.scale;
   std::fill(acc, acc + rows * p.EvP, T(0));
   std::fill(m, m + rows, kNegInf);
   std::fill(l, l + rows, T(0));
@@ -253,7 +254,7 @@ FL_ALWAYS_INLINE void forward_block(const Problem<T>& p, int64_t item, T* out, T
     for (int64_t i = 0; i < rows; ++i) {
       T* si = s + i * kBlock;
       const int64_t row = q0 + i;
-      const T tile_max = score_row(p, si, b, h, row, k0, width);
+      const T tile_max = score_row(p, si, b, h, row, k0, width, T(1));
       const T m_new = std::max(m[i], tile_max);
       if (m_new == kNegInf) {  // nothing visible yet: the row's weights stay zero
         std::fill(si, si + width, T(0));
@@ -337,7 +338,7 @@ FL_ALWAYS_INLINE void backward_block(const Problem<T>& p, int64_t unit, int64_t 
         const int64_t row = q0 + i;
         T* si = s + i * kBlock;
         T* dpi = dp + i * kBlock;
-        score_row(p, si, b, h, row, k0, width);
+        score_row(p, si, b, h, row, k0, width, p.scale);
         const T lse_i = lse[bh * p.L + row], delta_i = delta[bh * p.L + row];
 #pragma omp simd
         for (int64_t j = 0; j < width; ++j) si[j] = exp_acc(si[j] - lse_i);  // P (0 when masked or lse = inf)
