@@ -1,0 +1,579 @@
+// CPU flash attention. Work is cut into query blocks (forward) or key blocks (backward) of
+// kBlock rows; the tile products go through a register-blocked FMA micro-kernel (MR rows x 16
+// columns held in 12 vector registers for float32), the softmax is online (running max m_i and
+// sum l_i per row) and only the log-sum-exp is saved, so memory stays linear in length.
+//
+// Packing: each (batch, kv-head) gets K^T (dim_qk x len_kv padded to 16) and V (len_kv x dim_v
+// padded to 16) once, so every tile product reads its B operand as contiguous 16-wide rows.
+// Worked numbers, N = 4096, D = 64, float32: a 64 x 64 score tile is 16 KiB, the K^T and V
+// strips of one key block 16 KiB each, so a query block's working set sits in L2 (512 KiB).
+#include "attention.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "fastlearn/math.h"
+#include "fastlearn/parallel.h"
+#include "fastlearn/simd.h"
+
+namespace fl::attention {
+namespace {
+
+constexpr int64_t kBlock = 64;  // query rows and key columns per tile
+constexpr int64_t kNR = 16;     // micro-kernel columns; packed widths are multiples of this
+constexpr int64_t kQueryBlock = 96;  // forward query rows per work item: 16 micro-kernel row groups of 6
+
+int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+// --- micro-kernel ------------------------------------------------------------------------------
+
+template <typename T>
+struct Vec {
+  static constexpr int kWidth = 32 / static_cast<int>(sizeof(T));
+  typedef T type __attribute__((vector_size(32)));
+  typedef T unaligned __attribute__((vector_size(32), aligned(sizeof(T)), may_alias));
+  static constexpr int kRows = sizeof(T) == 4 ? 6 : 3;  // 6 x 16 floats or 3 x 16 doubles: 12 registers
+};
+
+template <typename T>
+FL_ALWAYS_INLINE typename Vec<T>::type load(const T* p) {
+  return *reinterpret_cast<const typename Vec<T>::unaligned*>(p);
+}
+template <typename T>
+FL_ALWAYS_INLINE void store(T* p, typename Vec<T>::type v) {
+  *reinterpret_cast<typename Vec<T>::unaligned*>(p) = v;
+}
+
+// A splat written as a shuffle: GCC then emits one vbroadcastss from memory per use (an
+// initializer list {s, s, ...} became chains of vinsertps inside the target clones).
+template <typename T>
+FL_ALWAYS_INLINE typename Vec<T>::type broadcast(T s) {
+  const typename Vec<T>::type t = {s};
+  if constexpr (sizeof(T) == 4) {
+    return __builtin_shufflevector(t, t, 0, 0, 0, 0, 0, 0, 0, 0);
+  } else {
+    return __builtin_shufflevector(t, t, 0, 0, 0, 0);
+  }
+}
+
+// C[MR x 16] += A[MR x K] * B[K x 16]; A, B, C row-major with leading dimensions lda, ldb, ldc.
+// kTransA reads A stored transposed (K x MR, A[k * lda + i]): dV += P^T dO and dK += dS^T Q
+// then use P and dS as computed, with no transposed copy.
+template <typename T, int MR, bool kTransA = false>
+FL_ALWAYS_INLINE void micro_kernel(int64_t K, const T* __restrict A, int64_t lda, const T* __restrict B,
+                                   int64_t ldb, T* __restrict C, int64_t ldc) {
+  using V = typename Vec<T>::type;
+  constexpr int W = Vec<T>::kWidth, NV = kNR / W;
+  V acc[MR][NV];
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NV; ++j) acc[i][j] = load(C + i * ldc + j * W);
+  for (int64_t k = 0; k < K; ++k) {
+    V b[NV];
+    for (int j = 0; j < NV; ++j) b[j] = load(B + k * ldb + j * W);
+    for (int i = 0; i < MR; ++i) {
+      const V a = broadcast<T>(kTransA ? A[k * lda + i] : A[i * lda + k]);
+      for (int j = 0; j < NV; ++j) acc[i][j] += a * b[j];
+    }
+  }
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NV; ++j) store(C + i * ldc + j * W, acc[i][j]);
+}
+
+// C[M x N] += A[M x K] * B[K x N], N a multiple of 16 (B and C padded). Row groups outside,
+// column strips inside: the MR x K panel of A and MR rows of C stay in L1 while the K x N tile
+// of B (16 KiB at 64 x 64 floats) is reread from L1; strips outside would stream A and C.
+template <typename T, bool kTransA = false>
+FL_ALWAYS_INLINE void gemm_acc(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb,
+                               T* C, int64_t ldc) {
+  constexpr int MR = Vec<T>::kRows;
+  int64_t m = 0;
+  for (; m + MR <= M; m += MR) {
+    const T* a = kTransA ? A + m : A + m * lda;
+    for (int64_t n = 0; n < N; n += kNR) micro_kernel<T, MR, kTransA>(K, a, lda, B + n, ldb, C + m * ldc + n, ldc);
+  }
+  const T* a = kTransA ? A + m : A + m * lda;
+  for (int64_t n = 0; n < N; n += kNR) {
+    switch (M - m) {
+      case 1: micro_kernel<T, 1, kTransA>(K, a, lda, B + n, ldb, C + m * ldc + n, ldc); break;
+      case 2: micro_kernel<T, 2, kTransA>(K, a, lda, B + n, ldb, C + m * ldc + n, ldc); break;
+      case 3: if constexpr (MR > 3) micro_kernel<T, 3, kTransA>(K, a, lda, B + n, ldb, C + m * ldc + n, ldc); break;
+      case 4: if constexpr (MR > 4) micro_kernel<T, 4, kTransA>(K, a, lda, B + n, ldb, C + m * ldc + n, ldc); break;
+      case 5: if constexpr (MR > 5) micro_kernel<T, 5, kTransA>(K, a, lda, B + n, ldb, C + m * ldc + n, ldc); break;
+      default: break;
+    }
+  }
+}
+
+FL_ALWAYS_INLINE float exp_acc(float x) { return exp_f32(x); }
+FL_ALWAYS_INLINE double exp_acc(double x) { return std::exp(x); }
+
+// --- dropout -----------------------------------------------------------------------------------
+
+// murmur3's finaliser: a cheap bijective 32-bit mixer (also in kernels/triton/attention.py).
+FL_ALWAYS_INLINE uint32_t fmix32(uint32_t h) {
+  h ^= h >> 16;
+  h *= 0x85ebca6bu;
+  h ^= h >> 13;
+  h *= 0xc2b2ae35u;
+  h ^= h >> 16;
+  return h;
+}
+FL_ALWAYS_INLINE uint32_t row_key(uint64_t seed, int64_t bh, int64_t row) {
+  const uint32_t lo = static_cast<uint32_t>(seed), hi = static_cast<uint32_t>(seed >> 32);
+  return fmix32(fmix32(hi + static_cast<uint32_t>(bh) * 0x9e3779b9u) ^ (lo + static_cast<uint32_t>(row) * 0x85ebca6bu));
+}
+// Keep iff the top 24 bits of the element's hash are >= p * 2^24.
+FL_ALWAYS_INLINE bool keep_element(uint32_t key, int64_t col, uint32_t threshold) {
+  return (fmix32(key + static_cast<uint32_t>(col) * 0x27d4eb2fu) >> 8) >= threshold;
+}
+uint32_t dropout_threshold(double p) { return static_cast<uint32_t>(std::llround(p * 16777216.0)); }
+
+// --- problem description -----------------------------------------------------------------------
+
+template <typename T>
+struct Problem {
+  int64_t B, Hq, Hkv, group, L, S, E, Ev, EP, EvP, SP;
+  T scale;
+  bool causal;
+  bool dropout;
+  T keep_scale;  // 1 / (1 - p)
+  uint32_t threshold;
+  uint64_t seed;
+  const T *q, *k, *v;
+  const T* bias;
+  int64_t bias_stride[4];
+  // packed per (batch, kv-head): kt: EP? no -- E x SP; vp: SP x EvP; (backward) vt: Ev x SP; kp: SP x EP
+  T *kt, *vp, *vt, *kp;
+};
+
+template <typename T>
+Problem<T> describe(const View& query, const View& key, const View& value, const View* bias, const Options& opt) {
+  Problem<T> p{};
+  p.B = query.size(0), p.Hq = query.size(1), p.L = query.size(2), p.E = query.size(3);
+  p.Hkv = key.size(1), p.S = key.size(2), p.Ev = value.size(3);
+  p.group = p.Hq / p.Hkv;
+  p.EP = round_up(p.E, kNR), p.EvP = round_up(p.Ev, kNR), p.SP = round_up(p.S, kBlock);
+  p.scale = static_cast<T>(opt.scale);
+  p.causal = opt.causal;
+  p.dropout = opt.dropout_p > 0;
+  p.keep_scale = p.dropout ? static_cast<T>(1.0 / (1.0 - opt.dropout_p)) : T(1);
+  p.threshold = dropout_threshold(opt.dropout_p);
+  p.seed = opt.seed;
+  p.q = query.ptr<T>(), p.k = key.ptr<T>(), p.v = value.ptr<T>();
+  p.bias = bias ? bias->ptr<T>() : nullptr;
+  for (int d = 0; d < 4; ++d) p.bias_stride[d] = bias ? bias->strides[d] : 0;
+  return p;
+}
+
+// K^T and V^T are stored per key block ([block][dim][kBlock]): a 16-column strip then has
+// rows 256 bytes apart instead of len_kv * 4 (a multiple of 4 KiB aliases one L1 set).
+FL_ALWAYS_INLINE int64_t blocked(int64_t dim, int64_t e, int64_t j) {
+  return (j / kBlock) * dim * kBlock + e * kBlock + j % kBlock;
+}
+
+// Pack K^T and V (and for the backward V^T and padded K) of one (batch, kv-head).
+template <typename T>
+FL_ALWAYS_INLINE void pack_head(const Problem<T>& p, int64_t unit, bool backward) {
+  const T* k = p.k + unit * p.S * p.E;
+  const T* v = p.v + unit * p.S * p.Ev;
+  T* kt = p.kt + unit * p.E * p.SP;
+  T* vp = p.vp + unit * p.SP * p.EvP;
+  std::fill(kt, kt + p.E * p.SP, T(0));
+  std::fill(vp, vp + p.SP * p.EvP, T(0));
+  for (int64_t j0 = 0; j0 < p.S; j0 += 16)  // transpose in 16-row strips (cache friendly)
+    for (int64_t e = 0; e < p.E; ++e)
+      for (int64_t j = j0; j < std::min(p.S, j0 + 16); ++j) kt[blocked(p.E, e, j)] = k[j * p.E + e];
+  for (int64_t j = 0; j < p.S; ++j) std::memcpy(vp + j * p.EvP, v + j * p.Ev, sizeof(T) * p.Ev);
+  if (!backward) return;
+  T* vt = p.vt + unit * p.Ev * p.SP;
+  T* kp = p.kp + unit * p.SP * p.EP;
+  std::fill(vt, vt + p.Ev * p.SP, T(0));
+  std::fill(kp, kp + p.SP * p.EP, T(0));
+  for (int64_t j0 = 0; j0 < p.S; j0 += 16)
+    for (int64_t e = 0; e < p.Ev; ++e)
+      for (int64_t j = j0; j < std::min(p.S, j0 + 16); ++j) vt[blocked(p.Ev, e, j)] = v[j * p.Ev + e];
+  for (int64_t j = 0; j < p.S; ++j) std::memcpy(kp + j * p.EP, k + j * p.E, sizeof(T) * p.E);
+}
+
+// Scores of one tile row in place: s = scale * s + bias, and -inf where the key is masked out
+// (beyond len_kv, or above the diagonal when causal). Returns the row max.
+template <typename T>
+FL_ALWAYS_INLINE T score_row(const Problem<T>& p, T* s, int64_t b, int64_t h, int64_t row, int64_t k0,
+                             int64_t width, T scale) {
+  int64_t visible = std::min<int64_t>(width, p.S - k0);
+  if (p.causal) visible = std::max<int64_t>(0, std::min<int64_t>(visible, row - k0 + 1));
+  if (p.bias) {
+    const T* bias = p.bias + b * p.bias_stride[0] + h * p.bias_stride[1] + row * p.bias_stride[2] + k0 * p.bias_stride[3];
+    const int64_t bs = p.bias_stride[3];
+#pragma omp simd
+    for (int64_t j = 0; j < visible; ++j) s[j] = s[j] * scale + bias[j * bs];
+  } else if (scale != T(1)) {
+#pragma omp simd
+    for (int64_t j = 0; j < visible; ++j) s[j] = s[j] * scale;
+  }
+  constexpr T kNegInf = -std::numeric_limits<T>::infinity();
+  for (int64_t j = visible; j < width; ++j) s[j] = kNegInf;
+  T m = kNegInf;
+#pragma omp simd reduction(max : m)
+  for (int64_t j = 0; j < visible; ++j) m = s[j] > m ? s[j] : m;
+  return m;
+}
+
+// --- forward -----------------------------------------------------------------------------------
+
+// One (batch, head, query block): the online-softmax loop over key blocks.
+template <typename T>
+FL_ALWAYS_INLINE void forward_block(const Problem<T>& p, int64_t item, T* out, T* lse, T* work) {
+  constexpr T kNegInf = -std::numeric_limits<T>::infinity();
+  const int64_t nqb = (p.L + kQueryBlock - 1) / kQueryBlock;
+  const int64_t bh = item / nqb, qb = item % nqb;
+  const int64_t b = bh / p.Hq, h = bh % p.Hq, unit = b * p.Hkv + h / p.group;
+  const int64_t q0 = qb * kQueryBlock, rows = std::min(kQueryBlock, p.L - q0);
+  T* qs = work;                         // rows x E
+  T* s = qs + kQueryBlock * p.E;        // rows x kBlock
+  T* acc = s + kQueryBlock * kBlock;    // rows x EvP
+  T* m = acc + kQueryBlock * p.EvP;     // rows
+  T* l = m + kQueryBlock;               // rows
+  const T* q = p.q + (bh * p.L + q0) * p.E;  // scaled once here, so the scores need no multiply
+#pragma omp simd
+  for (int64_t i = 0; i < rows * p.E; ++i) qs[i] = q[i] * p.scale;
+  std::fill(acc, acc + rows * p.EvP, T(0));
+  std::fill(m, m + rows, kNegInf);
+  std::fill(l, l + rows, T(0));
+  const T* kt = p.kt + unit * p.E * p.SP;
+  const T* vp = p.vp + unit * p.SP * p.EvP;
+  int64_t k_end = p.S;
+  if (p.causal) k_end = std::min(p.S, q0 + rows);  // keys past the last row are all masked
+  for (int64_t k0 = 0; k0 < k_end; k0 += kBlock) {
+    const int64_t width = std::min(kBlock, round_up(p.S - k0, kNR));
+    std::fill(s, s + rows * kBlock, T(0));
+    gemm_acc<T>(rows, width, p.E, qs, p.E, kt + k0 * p.E, kBlock, s, kBlock);
+    for (int64_t i = 0; i < rows; ++i) {
+      T* si = s + i * kBlock;
+      const int64_t row = q0 + i;
+      const T tile_max = score_row(p, si, b, h, row, k0, width, T(1));
+      const T m_new = std::max(m[i], tile_max);
+      if (m_new == kNegInf) {  // nothing visible yet: the row's weights stay zero
+        std::fill(si, si + width, T(0));
+        continue;
+      }
+      const T alpha = exp_acc(m[i] - m_new);
+      T sum = 0;
+#pragma omp simd reduction(+ : sum)
+      for (int64_t j = 0; j < width; ++j) {
+        const T e = exp_acc(si[j] - m_new);
+        si[j] = e;
+        sum += e;
+      }
+      l[i] = l[i] * alpha + sum;
+      m[i] = m_new;
+      if (p.dropout) {
+        const uint32_t key = row_key(p.seed, bh, row);
+        for (int64_t j = 0; j < width; ++j) si[j] = keep_element(key, k0 + j, p.threshold) ? si[j] * p.keep_scale : T(0);
+      }
+      if (alpha != T(1)) {
+        T* ai = acc + i * p.EvP;
+#pragma omp simd
+        for (int64_t e = 0; e < p.EvP; ++e) ai[e] *= alpha;
+      }
+    }
+    gemm_acc<T>(rows, p.EvP, width, s, kBlock, vp + k0 * p.EvP, p.EvP, acc, p.EvP);
+  }
+  for (int64_t i = 0; i < rows; ++i) {
+    T* o = out + (bh * p.L + q0 + i) * p.Ev;
+    const T* ai = acc + i * p.EvP;
+    if (l[i] > 0) {
+      const T inv = T(1) / l[i];
+#pragma omp simd
+      for (int64_t e = 0; e < p.Ev; ++e) o[e] = ai[e] * inv;
+      lse[bh * p.L + q0 + i] = m[i] + std::log(l[i]);
+    } else {  // no visible key: output 0 (as PyTorch), lse +inf so the backward's weights are 0
+      std::fill(o, o + p.Ev, T(0));
+      lse[bh * p.L + q0 + i] = std::numeric_limits<T>::infinity();
+    }
+  }
+}
+
+// --- backward ----------------------------------------------------------------------------------
+
+// One (batch, kv-head, key block): dK and dV of the block, and its share of dQ added to dq_acc
+// (len_q x EP per query head of the unit, owned by this thread).
+template <typename T>
+FL_ALWAYS_INLINE void backward_block(const Problem<T>& p, int64_t unit, int64_t kb, const T* go, const T* lse,
+                                     const T* delta, T* dq_acc, T* dk, T* dv, T* work) {
+  const int64_t b = unit / p.Hkv, hk = unit % p.Hkv;
+  const int64_t k0 = kb * kBlock, cols = std::min(kBlock, p.S - k0);
+  const int64_t width = std::min(kBlock, round_up(p.S - k0, kNR));
+  T* qp = work;                       // rows x EP (query block, zero padded)
+  T* gop = qp + kBlock * p.EP;        // rows x EvP (grad_out block)
+  T* s = gop + kBlock * p.EvP;        // rows x kBlock: scores, then (dropped) probabilities
+  T* dp = s + kBlock * kBlock;        // rows x kBlock: dP, then dS
+  T* dk_acc = dp + kBlock * kBlock;   // kBlock x EP
+  T* dv_acc = dk_acc + kBlock * p.EP; // kBlock x EvP
+  const T* kt = p.kt + unit * p.E * p.SP;
+  const T* vt = p.vt + unit * p.Ev * p.SP;
+  const T* kp = p.kp + unit * p.SP * p.EP;
+  std::fill(dk_acc, dk_acc + kBlock * p.EP, T(0));
+  std::fill(dv_acc, dv_acc + kBlock * p.EvP, T(0));
+  std::fill(qp, qp + kBlock * p.EP, T(0));
+  std::fill(gop, gop + kBlock * p.EvP, T(0));
+  const int64_t q_start = p.causal ? (k0 / kBlock) * kBlock : 0;  // rows above k0 see none of these keys
+  for (int64_t g = 0; g < p.group; ++g) {
+    const int64_t h = hk * p.group + g, bh = b * p.Hq + h;
+    T* dq = dq_acc + g * p.L * p.EP;
+    for (int64_t q0 = q_start; q0 < p.L; q0 += kBlock) {
+      const int64_t rows = std::min(kBlock, p.L - q0);
+      for (int64_t i = 0; i < rows; ++i) {
+        std::memcpy(qp + i * p.EP, p.q + (bh * p.L + q0 + i) * p.E, sizeof(T) * p.E);
+        std::memcpy(gop + i * p.EvP, go + (bh * p.L + q0 + i) * p.Ev, sizeof(T) * p.Ev);
+      }
+      std::fill(s, s + rows * kBlock, T(0));
+      std::fill(dp, dp + rows * kBlock, T(0));
+      gemm_acc<T>(rows, width, p.E, qp, p.EP, kt + k0 * p.E, kBlock, s, kBlock);
+      gemm_acc<T>(rows, width, p.Ev, gop, p.EvP, vt + k0 * p.Ev, kBlock, dp, kBlock);
+      for (int64_t i = 0; i < rows; ++i) {
+        const int64_t row = q0 + i;
+        T* si = s + i * kBlock;
+        T* dpi = dp + i * kBlock;
+        score_row(p, si, b, h, row, k0, width, p.scale);
+        const T lse_i = lse[bh * p.L + row], delta_i = delta[bh * p.L + row];
+#pragma omp simd
+        for (int64_t j = 0; j < width; ++j) si[j] = exp_acc(si[j] - lse_i);  // P (0 when masked or lse = inf)
+        if (p.dropout) {  // si becomes the dropped weights P * Z, dpi becomes dS
+          const uint32_t key = row_key(p.seed, bh, row);
+          for (int64_t j = 0; j < width; ++j) {
+            const T z = keep_element(key, k0 + j, p.threshold) ? p.keep_scale : T(0);
+            dpi[j] = si[j] * (dpi[j] * z - delta_i) * p.scale;
+            si[j] *= z;
+          }
+        } else {
+#pragma omp simd
+          for (int64_t j = 0; j < width; ++j) dpi[j] = si[j] * (dpi[j] - delta_i) * p.scale;
+        }
+      }
+      gemm_acc<T, true>(cols, p.EvP, rows, s, kBlock, gop, p.EvP, dv_acc, p.EvP);   // dV += (P Z)^T dO
+      gemm_acc<T, true>(cols, p.EP, rows, dp, kBlock, qp, p.EP, dk_acc, p.EP);      // dK += dS^T Q
+      gemm_acc<T>(rows, p.EP, cols, dp, kBlock, kp + k0 * p.EP, p.EP, dq + q0 * p.EP, p.EP);
+    }
+  }
+  for (int64_t j = 0; j < cols; ++j) {
+    std::memcpy(dk + (unit * p.S + k0 + j) * p.E, dk_acc + j * p.EP, sizeof(T) * p.E);
+    std::memcpy(dv + (unit * p.S + k0 + j) * p.Ev, dv_acc + j * p.EvP, sizeof(T) * p.Ev);
+  }
+}
+
+// --- drivers (run-time dispatched clones; the loops above inline into them) --------------------
+
+template <typename T>
+FL_ALWAYS_INLINE void pack_range(const Problem<T>& p, int64_t u0, int64_t u1, bool backward) {
+  for (int64_t u = u0; u < u1; ++u) pack_head(p, u, backward);
+}
+template <typename T>
+FL_ALWAYS_INLINE void forward_range(const Problem<T>& p, int64_t i0, int64_t i1, T* out, T* lse) {
+  std::vector<T> work(static_cast<size_t>(kQueryBlock * (p.E + kBlock + p.EvP + 2)));
+  for (int64_t i = i0; i < i1; ++i) forward_block(p, i, out, lse, work.data());
+}
+template <typename T>
+FL_ALWAYS_INLINE void backward_range(const Problem<T>& p, int64_t i0, int64_t i1, int64_t chunks, const T* go,
+                                     const T* lse, const T* delta, T* dq_acc, T* dk, T* dv) {
+  std::vector<T> work(static_cast<size_t>(kBlock * (2 * p.EP + 2 * p.EvP + 2 * kBlock)));
+  const int64_t nkb = (p.S + kBlock - 1) / kBlock;
+  const int64_t per_chunk = (nkb + chunks - 1) / chunks;
+  for (int64_t item = i0; item < i1; ++item) {
+    const int64_t unit = item / chunks, c = item % chunks;
+    T* dq = dq_acc + (c * p.B * p.Hkv + unit) * p.group * p.L * p.EP;
+    for (int64_t kb = c * per_chunk; kb < std::min(nkb, (c + 1) * per_chunk); ++kb)
+      backward_block(p, unit, kb, go, lse, delta, dq, dk, dv, work.data());
+  }
+}
+
+#define FL_ATTENTION_DRIVERS(T, SUFFIX, ATTR)                                                                 \
+  ATTR void pack_##SUFFIX(const Problem<T>& p, int64_t u0, int64_t u1, bool backward) {                    \
+    pack_range(p, u0, u1, backward);                                                                        \
+  }                                                                                                         \
+  ATTR void forward_##SUFFIX(const Problem<T>& p, int64_t i0, int64_t i1, T* out, T* lse) {                \
+    forward_range(p, i0, i1, out, lse);                                                                     \
+  }                                                                                                         \
+  ATTR void backward_##SUFFIX(const Problem<T>& p, int64_t i0, int64_t i1, int64_t chunks, const T* go,    \
+                              const T* lse, const T* delta, T* dq_acc, T* dk, T* dv) {                      \
+    backward_range(p, i0, i1, chunks, go, lse, delta, dq_acc, dk, dv);                                      \
+  }
+FL_ATTENTION_DRIVERS(float, f32, FL_MULTIVERSION)
+FL_ATTENTION_DRIVERS(double, f64, FL_MULTIVERSION)
+#undef FL_ATTENTION_DRIVERS
+
+void pack(const Problem<float>& p, int64_t a, int64_t b, bool bw) { pack_f32(p, a, b, bw); }
+void pack(const Problem<double>& p, int64_t a, int64_t b, bool bw) { pack_f64(p, a, b, bw); }
+void forward_items(const Problem<float>& p, int64_t a, int64_t b, float* o, float* l) { forward_f32(p, a, b, o, l); }
+void forward_items(const Problem<double>& p, int64_t a, int64_t b, double* o, double* l) { forward_f64(p, a, b, o, l); }
+void backward_items(const Problem<float>& p, int64_t a, int64_t b, int64_t c, const float* go, const float* lse,
+                    const float* d, float* dq, float* dk, float* dv) {
+  backward_f32(p, a, b, c, go, lse, d, dq, dk, dv);
+}
+void backward_items(const Problem<double>& p, int64_t a, int64_t b, int64_t c, const double* go, const double* lse,
+                    const double* d, double* dq, double* dk, double* dv) {
+  backward_f64(p, a, b, c, go, lse, d, dq, dk, dv);
+}
+
+// Work items of very different cost (causal blocks) or threads descheduled on a busy machine
+// make static chunks wait for the slowest; items are handed out one at a time instead.
+template <typename F>
+void parallel_dynamic(int64_t n, F&& body) {
+  const int64_t threads = std::min<int64_t>(omp_get_max_threads(), n);
+  if (threads <= 1) {
+    body(int64_t{0}, n);
+    return;
+  }
+#pragma omp parallel for schedule(dynamic, 1) num_threads(static_cast<int>(threads))
+  for (int64_t i = 0; i < n; ++i) body(i, i + 1);
+}
+
+// --- checks ------------------------------------------------------------------------------------
+
+void check_tensor(const View& v, int64_t d0, int64_t d1, int64_t d2, int64_t d3, const View& like, const char* op) {
+  FL_CHECK(v.device == Device::cpu, op, ": argument '", v.name, "' must be a CPU tensor here.");
+  FL_CHECK_TYPE(v.dtype == like.dtype, op, ": argument '", v.name, "' has dtype ", dtype_name(v.dtype), " but '",
+                like.name, "' has ", dtype_name(like.dtype), "; convert them to one dtype.");
+  FL_CHECK(v.ndim() == 4 && v.shape[0] == d0 && v.shape[1] == d1 && v.shape[2] == d2 && v.shape[3] == d3, op,
+           ": argument '", v.name, "' has the wrong shape for this call.");
+  check_contiguous(v, op);
+}
+
+void check_inputs(const View& q, const View& k, const View& v, const View* bias, const Options& opt, const char* op) {
+  check_dtype(q, {DType::f32, DType::f64}, op);
+  FL_CHECK(q.device == Device::cpu, op, ": argument 'query' must be a CPU tensor here.");
+  FL_CHECK(q.ndim() == 4 && k.ndim() == 4 && v.ndim() == 4, op,
+           ": query, key and value must be 4-d (batch, heads, length, dim) here.");
+  const int64_t B = q.size(0), Hq = q.size(1), L = q.size(2), E = q.size(3);
+  const int64_t Hkv = k.size(1), S = k.size(2), Ev = v.size(3);
+  FL_CHECK(Hkv > 0 && Hq % Hkv == 0, op, ": heads of 'query' (", Hq, ") must be a multiple of the heads of 'key' (",
+           Hkv, ").");
+  check_contiguous(q, op);
+  check_tensor(k, B, Hkv, S, E, q, op);
+  check_tensor(v, B, Hkv, S, Ev, q, op);
+  if (bias) {
+    FL_CHECK(bias->device == Device::cpu, op, ": argument 'attn_mask' must be a CPU tensor here.");
+    FL_CHECK_TYPE(bias->dtype == q.dtype, op, ": argument 'attn_mask' must have the dtype of 'query' here.");
+    FL_CHECK(bias->ndim() == 4 && bias->shape[0] == B && bias->shape[1] == Hq && bias->shape[2] == L &&
+                 bias->shape[3] == S,
+             op, ": argument 'attn_mask' must be expanded to (batch, heads, len_q, len_kv) here.");
+  }
+  FL_CHECK(opt.dropout_p >= 0 && opt.dropout_p < 1, op, ": dropout_p must be in [0, 1), got ", opt.dropout_p, ".");
+  FL_CHECK(std::isfinite(opt.scale), op, ": scale must be finite, got ", opt.scale, ".");
+}
+
+template <typename T>
+void forward_typed(const View& query, const View& key, const View& value, const View* bias, const View& out,
+                   const View& lse, const Options& opt) {
+  Problem<T> p = describe<T>(query, key, value, bias, opt);
+  if (p.B * p.Hq * p.L == 0) return;
+  if (p.S == 0) {  // no keys: PyTorch returns zeros
+    std::fill(out.ptr<T>(), out.ptr<T>() + out.numel(), T(0));
+    std::fill(lse.ptr<T>(), lse.ptr<T>() + lse.numel(), std::numeric_limits<T>::infinity());
+    return;
+  }
+  const int64_t units = p.B * p.Hkv;
+  std::vector<T> kt(static_cast<size_t>(units * p.E * p.SP)), vp(static_cast<size_t>(units * p.SP * p.EvP));
+  p.kt = kt.data(), p.vp = vp.data();
+  parallel_for(units, p.S * (p.E + p.Ev), [&](int64_t a, int64_t b) { pack(p, a, b, false); });
+  const int64_t nqb = (p.L + kQueryBlock - 1) / kQueryBlock;
+  const int64_t items = p.B * p.Hq * nqb;
+  auto run = [&](int64_t a, int64_t b) { forward_items(p, a, b, out.ptr<T>(), lse.ptr<T>()); };
+  if (items * kQueryBlock * p.S * (p.E + p.Ev) < 4 * kParallelGrain)
+    run(0, items);  // too small to pay for threads
+  else
+    parallel_dynamic(items, run);
+}
+
+template <typename T>
+void backward_typed(const View& grad_out, const View& query, const View& key, const View& value, const View* bias,
+                    const View& out, const View& lse, const View& grad_query, const View& grad_key,
+                    const View& grad_value, const Options& opt) {
+  Problem<T> p = describe<T>(query, key, value, bias, opt);
+  T* dq = grad_query.ptr<T>();
+  T* dk = grad_key.ptr<T>();
+  T* dv = grad_value.ptr<T>();
+  std::fill(dq, dq + grad_query.numel(), T(0));
+  std::fill(dk, dk + grad_key.numel(), T(0));
+  std::fill(dv, dv + grad_value.numel(), T(0));
+  if (p.B * p.Hq * p.L == 0 || p.S == 0) return;
+  const int64_t units = p.B * p.Hkv;
+  std::vector<T> kt(static_cast<size_t>(units * p.E * p.SP)), vp(static_cast<size_t>(units * p.SP * p.EvP)),
+      vt(static_cast<size_t>(units * p.Ev * p.SP)), kp(static_cast<size_t>(units * p.SP * p.EP));
+  p.kt = kt.data(), p.vp = vp.data(), p.vt = vt.data(), p.kp = kp.data();
+  parallel_for(units, 2 * p.S * (p.E + p.Ev), [&](int64_t a, int64_t b) { pack(p, a, b, true); });
+  // delta_i = <grad_out_i, out_i>: the row term of the softmax gradient.
+  const int64_t rows = p.B * p.Hq * p.L;
+  std::vector<T> delta(static_cast<size_t>(rows));
+  const T* go = grad_out.ptr<T>();
+  const T* o = out.ptr<T>();
+  parallel_for(rows, p.Ev, [&](int64_t a, int64_t b) {
+    for (int64_t r = a; r < b; ++r) {
+      T d = 0;
+      for (int64_t e = 0; e < p.Ev; ++e) d += go[r * p.Ev + e] * o[r * p.Ev + e];
+      delta[static_cast<size_t>(r)] = d;
+    }
+  });
+  // Each (unit, chunk of key blocks) is one work item; with fewer units than threads the key
+  // blocks are split into chunks whose dQ shares go to private buffers, summed afterwards.
+  const int64_t nkb = (p.S + kBlock - 1) / kBlock;
+  const int64_t threads = omp_get_max_threads();
+  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(nkb, (2 * threads + units - 1) / units));
+  std::vector<T> dq_acc(static_cast<size_t>(chunks * units * p.group * p.L * p.EP), T(0));
+  auto run = [&](int64_t a, int64_t b) {
+    backward_items(p, a, b, chunks, go, lse.ptr<T>(), delta.data(), dq_acc.data(), dk, dv);
+  };
+  if (p.B * p.Hq * p.L * p.S * (p.E + p.Ev) < 4 * kParallelGrain)
+    run(0, units * chunks);
+  else
+    parallel_dynamic(units * chunks, run);
+  parallel_for(rows, p.E * chunks, [&](int64_t a, int64_t b) {
+    for (int64_t r = a; r < b; ++r)
+      for (int64_t c = 0; c < chunks; ++c) {
+        const T* src = dq_acc.data() + (c * rows + r) * p.EP;
+        for (int64_t e = 0; e < p.E; ++e) dq[r * p.E + e] += src[e];
+      }
+  });
+}
+
+}  // namespace
+
+bool dropout_keep(uint64_t seed, int64_t bh, int64_t row, int64_t col, double p) {
+  return keep_element(row_key(seed, bh, row), col, dropout_threshold(p));
+}
+
+void forward(const View& query, const View& key, const View& value, const View* bias, const View& out,
+             const View& lse, const Options& opt) {
+  const char* op = "scaled_dot_product_attention";
+  check_inputs(query, key, value, bias, opt, op);
+  check_tensor(out, query.size(0), query.size(1), query.size(2), value.size(3), query, op);
+  FL_CHECK(lse.numel() == query.size(0) * query.size(1) * query.size(2) && lse.dtype == query.dtype, op,
+           ": 'lse' buffer has the wrong shape or dtype.");
+  if (query.dtype == DType::f32)
+    forward_typed<float>(query, key, value, bias, out, lse, opt);
+  else
+    forward_typed<double>(query, key, value, bias, out, lse, opt);
+}
+
+void backward(const View& grad_out, const View& query, const View& key, const View& value, const View* bias,
+              const View& out, const View& lse, const View& grad_query, const View& grad_key,
+              const View& grad_value, const Options& opt) {
+  const char* op = "scaled_dot_product_attention backward";
+  check_inputs(query, key, value, bias, opt, op);
+  const int64_t B = query.size(0), Hq = query.size(1), L = query.size(2), Ev = value.size(3);
+  check_tensor(grad_out, B, Hq, L, Ev, query, op);
+  check_tensor(out, B, Hq, L, Ev, query, op);
+  check_tensor(grad_query, B, Hq, L, query.size(3), query, op);
+  check_tensor(grad_key, B, key.size(1), key.size(2), key.size(3), query, op);
+  check_tensor(grad_value, B, value.size(1), value.size(2), Ev, query, op);
+  FL_CHECK(lse.numel() == B * Hq * L && lse.dtype == query.dtype, op, ": 'lse' has the wrong shape or dtype.");
+  if (query.dtype == DType::f32)
+    backward_typed<float>(grad_out, query, key, value, bias, out, lse, grad_query, grad_key, grad_value, opt);
+  else
+    backward_typed<double>(grad_out, query, key, value, bias, out, lse, grad_query, grad_key, grad_value, opt);
+}
+
+}  // namespace fl::attention
