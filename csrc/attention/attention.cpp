@@ -30,6 +30,10 @@ int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
 // --- micro-kernel ------------------------------------------------------------------------------
 
+// The helpers below pass 32-byte vectors by value; they are always inlined into the
+// AVX2/AVX-512 clones, so the baseline ABI GCC warns about (-Wpsabi) is never used.
+#pragma GCC diagnostic ignored "-Wpsabi"
+
 template <typename T>
 struct Vec {
   static constexpr int kWidth = 32 / static_cast<int>(sizeof(T));
