@@ -1,0 +1,452 @@
+// CPU kernel of the Gaussian-mixture pass (see gaussian_mixture.h).
+//
+// Work is cut into blocks of B points (B * D values ~ 16 KiB, so a block stays in L1/L2)
+// spread over threads. Within a block, for each component k:
+//   xc = X_block - mu_k                          (B x Dp, zero-padded to a multiple of the SIMD width)
+//   q  = rowwise ||xc P_k||^2                    (register tile: 4 points x 3 vectors of columns;
+//                                                 only the rows where P_k's column group is
+//                                                 nonzero are visited, so an upper-triangular
+//                                                 P_k costs D(D+1)/2 FMAs a point, not D^2)
+//   w[k] = offset_k - q / 2
+// then, per point, a log-sum-exp over the K values in w (exp computed once: they become the
+// responsibilities), and per component the statistics: nk += sum r, s1 += sum r xc and the
+// scatter s2 += (r xc)^T xc (register tile: 4 rows x 3 vectors of columns, upper triangle
+// only, reduced over the block's points before it touches the float64 accumulator).
+// The scatter is taken about the current mean mu_k rather than zero, so large offsets in the
+// data do not cancel; the M-step (Python) moves it to the new mean exactly. Threads keep
+// their own float64 statistics; they are summed in thread order at the end.
+#include "gaussian_mixture.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "fastlearn/parallel.h"
+#include "fastlearn/simd.h"
+#include "fastlearn/vec.h"
+
+namespace fl::mixture {
+namespace {
+
+constexpr int kTileRows = 4;  // points (or scatter rows) per register tile
+constexpr int kTileVecs = 3;  // SIMD vectors of columns per register tile: 12 accumulators
+
+template <typename T>
+struct Plan {
+  int64_t N = 0, D = 0, Dp = 0, K = 0, B = 0;
+  Covariance cov = Covariance::full;
+  const T* X = nullptr;      // N x D
+  const T* means = nullptr;  // K x D
+  std::vector<T> P;          // full: K x Dp x Dp; tied: Dp x Dp; diag: K x Dp squared factors
+  std::vector<int32_t> lo, hi;  // full/tied: rows [lo, hi) of P that are nonzero in a column group
+  std::vector<int32_t> group_start, group_vecs;  // column groups: first vector, vector count
+  std::vector<T> tied_b;     // tied: K x Dp, mu_k P
+  std::vector<T> offset;     // K
+  T* log_prob = nullptr;     // N x K
+  T* log_norm = nullptr;     // N
+  int64_t* labels = nullptr; // N
+  bool stats = false;
+};
+
+struct Partial {
+  std::vector<double> nk, s1, s2;
+  double loglik = 0.0;
+};
+
+// acc[a][v] = xc[a, lo:hi] . P[lo:hi, j0 + v W : j0 + (v + 1) W]; then either the squares go
+// into q[a] or the values are stored in z (the tied case keeps X P).
+template <typename T, int JV>
+FL_ALWAYS_INLINE void tri_tile(const T* xc, int64_t Dp, const T* P, int64_t lo, int64_t hi, int64_t j0,
+                               vec_t<T>* q, T* z) {
+  using V = vec_t<T>;
+  constexpr int W = vec_width<T>;
+  V acc[kTileRows][JV];
+  for (int a = 0; a < kTileRows; ++a)
+    for (int v = 0; v < JV; ++v) acc[a][v] = V{};
+  for (int64_t i = lo; i < hi; ++i) {
+    V p[JV];
+    for (int v = 0; v < JV; ++v) p[v] = vload(P + i * Dp + j0 + v * W);
+    for (int a = 0; a < kTileRows; ++a) {
+      const T x = xc[a * Dp + i];
+      for (int v = 0; v < JV; ++v) acc[a][v] += x * p[v];
+    }
+  }
+  if (z) {
+    for (int a = 0; a < kTileRows; ++a)
+      for (int v = 0; v < JV; ++v) vstore(z + a * Dp + j0 + v * W, acc[a][v]);
+  } else {
+    for (int a = 0; a < kTileRows; ++a)
+      for (int v = 0; v < JV; ++v) q[a] += acc[a][v] * acc[a][v];
+  }
+}
+
+// q[a] = ||xc[a] P||^2 for the nbp (multiple of 4) rows of xc, or z = xc P when z is given.
+template <typename T>
+FL_ALWAYS_INLINE void triangular_product(const Plan<T>& p, const T* xc, int64_t nbp, const T* P, const int32_t* lo,
+                                         const int32_t* hi, T* q, T* z) {
+  using V = vec_t<T>;
+  constexpr int W = vec_width<T>;
+  const int64_t Dp = p.Dp, G = static_cast<int64_t>(p.group_start.size());
+  for (int64_t a0 = 0; a0 < nbp; a0 += kTileRows) {
+    V qa[kTileRows] = {};
+    const T* x = xc + a0 * Dp;
+    T* za = z ? z + a0 * Dp : nullptr;
+    for (int64_t g = 0; g < G; ++g) {
+      const int64_t j0 = static_cast<int64_t>(p.group_start[g]) * W;
+      switch (p.group_vecs[g]) {
+        case 3: tri_tile<T, 3>(x, Dp, P, lo[g], hi[g], j0, qa, za); break;
+        case 2: tri_tile<T, 2>(x, Dp, P, lo[g], hi[g], j0, qa, za); break;
+        default: tri_tile<T, 1>(x, Dp, P, lo[g], hi[g], j0, qa, za); break;
+      }
+    }
+    if (!z)
+      for (int a = 0; a < kTileRows; ++a) q[a0 + a] = vsum<T>(qa[a]);
+  }
+}
+
+// S[i0 + a, j0 : j0 + JV W] += sum_n rc[n, i0 + a] * xc[n, j0 : ...], n over the block.
+template <typename T, int JV>
+FL_ALWAYS_INLINE void scatter_tile(const T* rc, const T* xc, int64_t Dp, int64_t nbp, int64_t i0, int64_t j0,
+                                   double* S) {
+  using V = vec_t<T>;
+  constexpr int W = vec_width<T>;
+  V acc[kTileRows][JV];
+  for (int a = 0; a < kTileRows; ++a)
+    for (int v = 0; v < JV; ++v) acc[a][v] = V{};
+  for (int64_t n = 0; n < nbp; ++n) {
+    V x[JV];
+    for (int v = 0; v < JV; ++v) x[v] = vload(xc + n * Dp + j0 + v * W);
+    for (int a = 0; a < kTileRows; ++a) {
+      const T r = rc[n * Dp + i0 + a];
+      for (int v = 0; v < JV; ++v) acc[a][v] += r * x[v];
+    }
+  }
+  for (int a = 0; a < kTileRows; ++a)
+    for (int v = 0; v < JV; ++v)
+      for (int l = 0; l < W; ++l) S[(i0 + a) * Dp + j0 + v * W + l] += static_cast<double>(acc[a][v][l]);
+}
+
+// xc[a, :] = X[n0 + a, :] - mu (mu may be null), zero-padded to Dp columns and nbp rows.
+template <typename T>
+FL_ALWAYS_INLINE void load_centered(const Plan<T>& p, int64_t n0, int64_t nb, int64_t nbp, const T* mu, T* xc) {
+  const int64_t D = p.D, Dp = p.Dp;
+  for (int64_t a = 0; a < nb; ++a) {
+    const T* x = p.X + (n0 + a) * D;
+    T* o = xc + a * Dp;
+    if (mu) {
+#pragma omp simd
+      for (int64_t i = 0; i < D; ++i) o[i] = x[i] - mu[i];
+    } else {
+#pragma omp simd
+      for (int64_t i = 0; i < D; ++i) o[i] = x[i];
+    }
+    for (int64_t i = D; i < Dp; ++i) o[i] = T(0);
+  }
+  for (int64_t a = nb; a < nbp; ++a)
+    for (int64_t i = 0; i < Dp; ++i) xc[a * Dp + i] = T(0);
+}
+
+template <typename T>
+FL_ALWAYS_INLINE void run_blocks(const Plan<T>& p, int64_t blk0, int64_t blk1, Partial& part) {
+  constexpr int W = vec_width<T>;
+  const int64_t N = p.N, D = p.D, Dp = p.Dp, K = p.K, B = p.B;
+  const int64_t G = static_cast<int64_t>(p.group_start.size());
+  std::vector<T> xc(static_cast<size_t>(B * Dp)), rc(static_cast<size_t>(B * Dp));
+  std::vector<T> z(p.cov == Covariance::tied ? static_cast<size_t>(B * Dp) : 0);
+  std::vector<T> w(static_cast<size_t>(K * B)), q(static_cast<size_t>(B));
+  for (int64_t blk = blk0; blk < blk1; ++blk) {
+    const int64_t n0 = blk * B, nb = std::min(B, N - n0), nbp = round_up(nb, kTileRows);
+    // 1. w[k, a] = offset_k - ||(x_a - mu_k) P_k||^2 / 2
+    if (p.cov == Covariance::full) {
+      for (int64_t k = 0; k < K; ++k) {
+        load_centered(p, n0, nb, nbp, p.means + k * D, xc.data());
+        triangular_product(p, xc.data(), nbp, p.P.data() + k * Dp * Dp, p.lo.data() + k * G, p.hi.data() + k * G,
+                           q.data(), static_cast<T*>(nullptr));
+        const T off = p.offset[k];
+        T* wk = w.data() + k * B;
+        for (int64_t a = 0; a < nb; ++a) wk[a] = off - T(0.5) * q[a];
+      }
+    } else if (p.cov == Covariance::tied) {
+      load_centered(p, n0, nb, nbp, static_cast<const T*>(nullptr), xc.data());
+      triangular_product(p, xc.data(), nbp, p.P.data(), p.lo.data(), p.hi.data(), q.data(), z.data());
+      for (int64_t k = 0; k < K; ++k) {
+        const T* b = p.tied_b.data() + k * Dp;
+        const T off = p.offset[k];
+        T* wk = w.data() + k * B;
+        for (int64_t a = 0; a < nb; ++a) {
+          const T* za = z.data() + a * Dp;
+          T s = 0;
+#pragma omp simd reduction(+ : s)
+          for (int64_t j = 0; j < Dp; ++j) s += (za[j] - b[j]) * (za[j] - b[j]);
+          wk[a] = off - T(0.5) * s;
+        }
+      }
+    } else {
+      for (int64_t k = 0; k < K; ++k) {
+        const T* mu = p.means + k * D;
+        const T* pk = p.P.data() + k * Dp;
+        const T off = p.offset[k];
+        T* wk = w.data() + k * B;
+        for (int64_t a = 0; a < nb; ++a) {
+          const T* x = p.X + (n0 + a) * D;
+          T s = 0;
+#pragma omp simd reduction(+ : s)
+          for (int64_t i = 0; i < D; ++i) s += pk[i] * (x[i] - mu[i]) * (x[i] - mu[i]);
+          wk[a] = off - T(0.5) * s;
+        }
+      }
+    }
+    // 2. per point: outputs, log-sum-exp, responsibilities (in place of w)
+    const bool need_norm = p.stats || p.log_norm;
+    for (int64_t a = 0; a < nb; ++a) {
+      const int64_t n = n0 + a;
+      T m = w[a];
+      int64_t arg = 0;
+      for (int64_t k = 1; k < K; ++k)
+        if (w[k * B + a] > m) m = w[k * B + a], arg = k;
+      if (p.labels) p.labels[n] = arg;
+      if (p.log_prob)
+        for (int64_t k = 0; k < K; ++k) p.log_prob[n * K + k] = w[k * B + a];
+      if (!need_norm) continue;
+      T s = 0;
+      for (int64_t k = 0; k < K; ++k) {
+        const T e = std::exp(w[k * B + a] - m);
+        w[k * B + a] = e;
+        s += e;
+      }
+      const T lse = m + std::log(s);
+      if (p.log_norm) p.log_norm[n] = lse;
+      part.loglik += static_cast<double>(lse);
+      if (p.stats) {
+        const T inv = T(1) / s;
+        for (int64_t k = 0; k < K; ++k) w[k * B + a] *= inv;
+      }
+    }
+    if (!p.stats) continue;
+    // 3. statistics
+    for (int64_t k = 0; k < K; ++k) {
+      T* r = w.data() + k * B;
+      for (int64_t a = nb; a < nbp; ++a) r[a] = T(0);
+      double sr = 0;
+      for (int64_t a = 0; a < nb; ++a) sr += static_cast<double>(r[a]);
+      part.nk[k] += sr;
+      const T* mu = p.means + k * D;
+      double* s1 = part.s1.data() + k * Dp;
+      if (p.cov == Covariance::full) {
+        load_centered(p, n0, nb, nbp, mu, xc.data());
+        std::vector<T>& rcv = rc;
+        T* rcp = rcv.data();
+        for (int64_t a = 0; a < nbp; ++a) {
+          const T ra = r[a];
+#pragma omp simd
+          for (int64_t i = 0; i < Dp; ++i) rcp[a * Dp + i] = ra * xc[a * Dp + i];
+        }
+        for (int64_t i = 0; i < D; ++i) {
+          T si = 0;
+          for (int64_t a = 0; a < nb; ++a) si += rcp[a * Dp + i];
+          s1[i] += static_cast<double>(si);
+        }
+        double* S = part.s2.data() + k * Dp * Dp;
+        for (int64_t i0 = 0; i0 < D; i0 += kTileRows) {
+          for (int64_t g = 0; g < G; ++g) {
+            const int64_t j0 = static_cast<int64_t>(p.group_start[g]) * W;
+            if (j0 + static_cast<int64_t>(p.group_vecs[g]) * W <= i0) continue;  // below the diagonal
+            switch (p.group_vecs[g]) {
+              case 3: scatter_tile<T, 3>(rcp, xc.data(), Dp, nbp, i0, j0, S); break;
+              case 2: scatter_tile<T, 2>(rcp, xc.data(), Dp, nbp, i0, j0, S); break;
+              default: scatter_tile<T, 1>(rcp, xc.data(), Dp, nbp, i0, j0, S); break;
+            }
+          }
+        }
+      } else {
+        const bool diag = p.cov == Covariance::diag;
+        double* s2 = diag ? part.s2.data() + k * Dp : nullptr;
+        for (int64_t a = 0; a < nb; ++a) {
+          const T* x = p.X + (n0 + a) * D;
+          const double ra = static_cast<double>(r[a]);
+          if (diag) {
+#pragma omp simd
+            for (int64_t i = 0; i < D; ++i) {
+              const double d = static_cast<double>(x[i] - mu[i]);
+              s1[i] += ra * d;
+              s2[i] += ra * d * d;
+            }
+          } else {
+#pragma omp simd
+            for (int64_t i = 0; i < D; ++i) s1[i] += ra * static_cast<double>(x[i] - mu[i]);
+          }
+        }
+      }
+    }
+  }
+}
+
+FL_MULTIVERSION void run_blocks_f32(const Plan<float>& p, int64_t b0, int64_t b1, Partial& part) {
+  run_blocks(p, b0, b1, part);
+}
+FL_MULTIVERSION void run_blocks_f64(const Plan<double>& p, int64_t b0, int64_t b1, Partial& part) {
+  run_blocks(p, b0, b1, part);
+}
+void run_blocks_any(const Plan<float>& p, int64_t b0, int64_t b1, Partial& part) { run_blocks_f32(p, b0, b1, part); }
+void run_blocks_any(const Plan<double>& p, int64_t b0, int64_t b1, Partial& part) { run_blocks_f64(p, b0, b1, part); }
+
+void check_out(const std::optional<View>& v, std::vector<int64_t> shape, DType dtype, const char* what) {
+  if (!v) return;
+  FL_CHECK_TYPE(v->dtype == dtype, "gaussian_mixture_pass: output '", v->name, "' must have dtype ",
+                dtype_name(dtype), " (", what, ").");
+  FL_CHECK(v->shape == shape, "gaussian_mixture_pass: output '", v->name, "' has the wrong shape (", what, ").");
+  check_contiguous(*v, "gaussian_mixture_pass");
+  FL_CHECK(v->device == Device::cpu, "gaussian_mixture_pass: output '", v->name, "' must be on the CPU.");
+}
+
+template <typename T>
+double run(const View& X, const View& means, const View& prec, const View& offset, Covariance cov,
+           const PassOutputs& out) {
+  constexpr int W = vec_width<T>;
+  Plan<T> p;
+  p.N = X.size(0), p.D = X.size(1), p.K = means.size(0), p.cov = cov;
+  p.Dp = round_up(p.D, W);
+  p.X = X.ptr<T>(), p.means = means.ptr<T>();
+  const int64_t D = p.D, Dp = p.Dp, K = p.K;
+  // Points per block: ~16 KiB of centred data; a multiple of the tile height.
+  p.B = std::clamp<int64_t>(16384 / (Dp * static_cast<int64_t>(sizeof(T))), 8, 256) / kTileRows * kTileRows;
+  p.offset.assign(offset.ptr<T>(), offset.ptr<T>() + K);
+  const int64_t nvec = Dp / W;
+  for (int64_t v = 0; v < nvec; v += kTileVecs) {
+    p.group_start.push_back(static_cast<int32_t>(v));
+    p.group_vecs.push_back(static_cast<int32_t>(std::min<int64_t>(kTileVecs, nvec - v)));
+  }
+  const int64_t G = static_cast<int64_t>(p.group_start.size());
+  const T* src = prec.ptr<T>();
+  if (cov == Covariance::diag) {
+    p.P.assign(static_cast<size_t>(K * Dp), T(0));
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t i = 0; i < D; ++i) p.P[k * Dp + i] = src[k * D + i] * src[k * D + i];
+  } else {
+    const int64_t nmat = cov == Covariance::full ? K : 1;
+    p.P.assign(static_cast<size_t>(nmat * Dp * Dp), T(0));
+    p.lo.assign(static_cast<size_t>(nmat * G), 0);
+    p.hi.assign(static_cast<size_t>(nmat * G), 0);
+    for (int64_t k = 0; k < nmat; ++k) {
+      for (int64_t i = 0; i < D; ++i)
+        for (int64_t j = 0; j < D; ++j) p.P[(k * Dp + i) * Dp + j] = src[(k * D + i) * D + j];
+      for (int64_t g = 0; g < G; ++g) {
+        const int64_t c0 = p.group_start[g] * W, c1 = std::min(D, c0 + p.group_vecs[g] * W);
+        int64_t lo = D, hi = 0;
+        for (int64_t i = 0; i < D; ++i)
+          for (int64_t j = c0; j < c1; ++j)
+            if (p.P[(k * Dp + i) * Dp + j] != T(0)) lo = std::min(lo, i), hi = std::max(hi, i + 1);
+        p.lo[k * G + g] = static_cast<int32_t>(std::min(lo, hi));
+        p.hi[k * G + g] = static_cast<int32_t>(hi);
+      }
+    }
+    if (cov == Covariance::tied) {  // b_k = mu_k P, as scikit-learn subtracts it
+      p.tied_b.assign(static_cast<size_t>(K * Dp), T(0));
+      for (int64_t k = 0; k < K; ++k)
+        for (int64_t j = 0; j < D; ++j) {
+          T s = 0;
+          for (int64_t i = 0; i < D; ++i) s += p.means[k * D + i] * p.P[i * Dp + j];
+          p.tied_b[k * Dp + j] = s;
+        }
+    }
+  }
+  if (out.log_prob) p.log_prob = out.log_prob->ptr<T>();
+  if (out.log_norm) p.log_norm = out.log_norm->ptr<T>();
+  if (out.labels) p.labels = out.labels->ptr<int64_t>();
+  p.stats = out.nk.has_value();
+
+  const int64_t s2_size = cov == Covariance::full ? K * Dp * Dp : cov == Covariance::diag ? K * Dp : 0;
+  const int64_t nblocks = (p.N + p.B - 1) / p.B;
+  std::vector<Partial> parts(static_cast<size_t>(std::max(1, omp_get_max_threads())));
+  for (Partial& part : parts) {
+    if (!p.stats) continue;
+    part.nk.assign(static_cast<size_t>(K), 0.0);
+    part.s1.assign(static_cast<size_t>(K * Dp), 0.0);
+    part.s2.assign(static_cast<size_t>(s2_size), 0.0);
+  }
+  const int64_t work_per_block = p.B * K * (cov == Covariance::diag ? D : D * D);
+  parallel_for(nblocks, work_per_block, [&](int64_t b0, int64_t b1) {
+    run_blocks_any(p, b0, b1, parts[static_cast<size_t>(omp_get_thread_num())]);
+  });
+
+  double loglik = 0.0;
+  for (const Partial& part : parts) loglik += part.loglik;
+  if (p.stats) {
+    double* nk = out.nk->ptr<double>();
+    double* s1 = out.s1->ptr<double>();
+    std::fill(nk, nk + K, 0.0);
+    std::fill(s1, s1 + K * D, 0.0);
+    for (const Partial& part : parts)
+      for (int64_t k = 0; k < K; ++k) {
+        nk[k] += part.nk[k];
+        for (int64_t i = 0; i < D; ++i) s1[k * D + i] += part.s1[k * Dp + i];
+      }
+    if (cov == Covariance::full) {
+      double* s2 = out.s2->ptr<double>();
+      std::fill(s2, s2 + K * D * D, 0.0);
+      for (const Partial& part : parts)
+        for (int64_t k = 0; k < K; ++k)
+          for (int64_t i = 0; i < D; ++i)
+            for (int64_t j = i; j < D; ++j) s2[(k * D + i) * D + j] += part.s2[(k * Dp + i) * Dp + j];
+      for (int64_t k = 0; k < K; ++k)
+        for (int64_t i = 0; i < D; ++i)
+          for (int64_t j = 0; j < i; ++j) s2[(k * D + i) * D + j] = s2[(k * D + j) * D + i];
+    } else if (cov == Covariance::diag) {
+      double* s2 = out.s2->ptr<double>();
+      std::fill(s2, s2 + K * D, 0.0);
+      for (const Partial& part : parts)
+        for (int64_t k = 0; k < K; ++k)
+          for (int64_t i = 0; i < D; ++i) s2[k * D + i] += part.s2[k * Dp + i];
+    }
+  }
+  return loglik;
+}
+
+}  // namespace
+
+double gaussian_mixture_pass(const View& X, const View& means, const View& prec_chol, const View& offset,
+                             int covariance, const PassOutputs& out) {
+  const char* op = "gaussian_mixture_pass";
+  FL_CHECK(covariance >= 0 && covariance <= 2, op, ": covariance code must be 0 (full), 1 (tied) or 2 (diag).");
+  const Covariance cov = static_cast<Covariance>(covariance);
+  check_dtype(X, {DType::f32, DType::f64}, op);
+  for (const View* v : {&X, &means, &prec_chol, &offset}) {
+    FL_CHECK_TYPE(v->dtype == X.dtype, op, ": argument '", v->name, "' must have the dtype of X (",
+                  dtype_name(X.dtype), ").");
+    check_contiguous(*v, op);
+    FL_CHECK(v->device == Device::cpu, op, ": argument '", v->name, "' must be on the CPU.");
+  }
+  FL_CHECK(X.ndim() == 2, op, ": X must be 2-D (n_samples, n_features).");
+  const int64_t N = X.size(0), D = X.size(1);
+  FL_CHECK(means.ndim() == 2 && means.size(1) == D, op, ": means must be (n_components, ", D, ").");
+  const int64_t K = means.size(0);
+  FL_CHECK(K >= 1 && D >= 1, op, ": need at least one component and one feature.");
+  const std::vector<int64_t> want_prec =
+      cov == Covariance::full ? std::vector<int64_t>{K, D, D}
+                              : cov == Covariance::tied ? std::vector<int64_t>{D, D} : std::vector<int64_t>{K, D};
+  FL_CHECK(prec_chol.shape == want_prec, op, ": precisions_cholesky has the wrong shape for this covariance type.");
+  FL_CHECK(offset.ndim() == 1 && offset.size(0) == K, op, ": offset must have shape (n_components,).");
+  check_out(out.log_prob, {N, K}, X.dtype, "n_samples x n_components");
+  check_out(out.log_norm, {N}, X.dtype, "n_samples");
+  check_out(out.labels, {N}, DType::i64, "n_samples");
+  FL_CHECK(out.nk.has_value() == out.s1.has_value(), op, ": nk and s1 go together.");
+  if (out.nk) {
+    check_out(out.nk, {K}, DType::f64, "n_components");
+    check_out(out.s1, {K, D}, DType::f64, "n_components x n_features");
+    if (cov == Covariance::full) {
+      FL_CHECK(out.s2.has_value(), op, ": full covariance statistics need s2.");
+      check_out(out.s2, {K, D, D}, DType::f64, "n_components x n_features x n_features");
+    } else if (cov == Covariance::diag) {
+      FL_CHECK(out.s2.has_value(), op, ": diag covariance statistics need s2.");
+      check_out(out.s2, {K, D}, DType::f64, "n_components x n_features");
+    }
+  }
+  if (N == 0) return 0.0;
+  if (X.dtype == DType::f32) return run<float>(X, means, prec_chol, offset, cov, out);
+  return run<double>(X, means, prec_chol, offset, cov, out);
+}
+
+}  // namespace fl::mixture
