@@ -156,7 +156,7 @@ FL_ALWAYS_INLINE void run_blocks(const Plan<T>& p, int64_t blk0, int64_t blk1, P
   const int64_t G = static_cast<int64_t>(p.group_start.size());
   std::vector<T> xc(static_cast<size_t>(B * Dp)), rc(static_cast<size_t>(B * Dp));
   std::vector<T> z(p.cov == Covariance::tied ? static_cast<size_t>(B * Dp) : 0);
-  std::vector<T> w(static_cast<size_t>(K * B)), q(static_cast<size_t>(B));
+  std::vector<T> w(static_cast<size_t>(K * B)), q(static_cast<size_t>(std::max(B, Dp)));
   for (int64_t blk = blk0; blk < blk1; ++blk) {
     const int64_t n0 = blk * B, nb = std::min(B, N - n0), nbp = round_up(nb, kTileRows);
     // 1. w[k, a] = offset_k - ||(x_a - mu_k) P_k||^2 / 2
@@ -239,16 +239,18 @@ FL_ALWAYS_INLINE void run_blocks(const Plan<T>& p, int64_t blk0, int64_t blk1, P
         load_centered(p, n0, nb, nbp, mu, xc.data());
         std::vector<T>& rcv = rc;
         T* rcp = rcv.data();
+        T* s1b = q.data();  // this block's sum of r xc, before it meets the float64 total
+        for (int64_t i = 0; i < Dp; ++i) s1b[i] = T(0);
         for (int64_t a = 0; a < nbp; ++a) {
           const T ra = r[a];
 #pragma omp simd
-          for (int64_t i = 0; i < Dp; ++i) rcp[a * Dp + i] = ra * xc[a * Dp + i];
+          for (int64_t i = 0; i < Dp; ++i) {
+            const T v = ra * xc[a * Dp + i];
+            rcp[a * Dp + i] = v;
+            s1b[i] += v;
+          }
         }
-        for (int64_t i = 0; i < D; ++i) {
-          T si = 0;
-          for (int64_t a = 0; a < nb; ++a) si += rcp[a * Dp + i];
-          s1[i] += static_cast<double>(si);
-        }
+        for (int64_t i = 0; i < D; ++i) s1[i] += static_cast<double>(s1b[i]);
         double* S = part.s2.data() + k * Dp * Dp;
         for (int64_t i0 = 0; i0 < D; i0 += kTileRows) {
           for (int64_t g = 0; g < G; ++g) {
