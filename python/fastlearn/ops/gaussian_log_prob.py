@@ -13,6 +13,7 @@ from torch.library import triton_op, wrap_triton
 from fastlearn import _C
 from fastlearn._buffer import view
 from fastlearn.ops._device import gpu_backend
+from fastlearn.ops._eager import direct_cpu_call_ok
 
 __all__ = ["gaussian_log_prob"]
 
@@ -29,35 +30,51 @@ def _offset(prec, cov, n_components, n_features):
     return (logdet - 0.5 * n_features * math.log(2 * math.pi)).contiguous()
 
 
-@triton_op("fastlearn::gaussian_log_prob", mutates_args=())
-def _gaussian_log_prob(X: torch.Tensor, means: torch.Tensor, prec: torch.Tensor, cov: int) -> torch.Tensor:
-    # GPU path (the CPU kernel is registered below); all inputs contiguous, one dtype.
-    N, D = X.shape
-    K = means.shape[0]
-    out = X.new_empty((N, K))
-    if N == 0:
-        return out
-    offset = _offset(prec, cov, K, D)
-    if gpu_backend("gaussian_log_prob") != "triton":
-        raise RuntimeError("gaussian_log_prob: the GPU kernel is written in Triton; install triton "
-                           "(FASTLEARN_GPU_BACKEND=cuda has no CUDA kernel for this op).")
-    from fastlearn.kernels.triton import gaussian_log_prob as tk
+# Registration follows the ops pattern (see ops/softmax.py): an opaque CPU custom op holding
+# the C++ kernel, under a triton_op whose body sends CUDA tensors to the Triton kernel.
 
-    meta, grid = tk.launch_config(N, D, K, X.dtype == torch.float64)
-    stride_p_k = 0 if cov == 1 else D * D
-    wrap_triton(tk._gaussian_log_prob_kernel)[grid](X, means, prec, offset, out, N, D, K, X.stride(0), stride_p_k,
-                                                    COV=cov, PRECISION="ieee", **meta)
-    return out
-
-
-@_gaussian_log_prob.register_kernel("cpu")
-def _gaussian_log_prob_cpu(X, means, prec, cov):
+def _gaussian_log_prob_cpu_kernel(X: torch.Tensor, means: torch.Tensor, prec: torch.Tensor, cov: int) -> torch.Tensor:
     N, D = X.shape
     K = means.shape[0]
     out = X.new_empty((N, K))
     offset = _offset(prec, cov, K, D)
     _C.gaussian_mixture_pass(view(X, "X"), view(means, "means"), view(prec, "precisions_cholesky"),
                              view(offset, "offset"), cov, log_prob=view(out, "out"))
+    return out
+
+
+_gaussian_log_prob_cpu = torch.library.custom_op("fastlearn::gaussian_log_prob_cpu", _gaussian_log_prob_cpu_kernel,
+                                                 mutates_args=(), device_types="cpu")
+
+
+@_gaussian_log_prob_cpu.register_fake
+def _gaussian_log_prob_cpu_fake(X, means, prec, cov):
+    return X.new_empty((X.shape[0], means.shape[0]))
+
+
+def _triton_launch(X, means, prec, cov, out):
+    from fastlearn.kernels.triton import gaussian_log_prob as tk
+
+    N, D = X.shape
+    K = means.shape[0]
+    offset = _offset(prec, cov, K, D)
+    meta, grid = tk.launch_config(N, D, K, X.dtype == torch.float64)
+    stride_p_k = 0 if cov == 1 else D * D
+    wrap_triton(tk._gaussian_log_prob_kernel)[grid](X, means, prec, offset, out, N, D, K, X.stride(0), stride_p_k,
+                                                    COV=cov, PRECISION="ieee", **meta)
+
+
+@triton_op("fastlearn::gaussian_log_prob", mutates_args=())
+def _gaussian_log_prob(X: torch.Tensor, means: torch.Tensor, prec: torch.Tensor, cov: int) -> torch.Tensor:
+    if X.device.type == "cpu":
+        return torch.ops.fastlearn.gaussian_log_prob_cpu(X, means, prec, cov)
+    out = X.new_empty((X.shape[0], means.shape[0]))
+    if X.shape[0] == 0:
+        return out
+    if gpu_backend("gaussian_log_prob") != "triton":
+        raise RuntimeError("gaussian_log_prob: the GPU kernel is written in Triton; install triton "
+                           "(FASTLEARN_GPU_BACKEND=cuda has no CUDA kernel for this op).")
+    _triton_launch(X, means, prec, cov, out)
     return out
 
 
@@ -148,5 +165,7 @@ def gaussian_log_prob(X: torch.Tensor, means: torch.Tensor, precisions_cholesky:
     prec = precisions_cholesky
     if covariance_type == "spherical":
         prec = prec[:, None].expand(K, D)
-    return torch.ops.fastlearn.gaussian_log_prob(X.contiguous(), means.contiguous(), prec.contiguous(),
-                                                 _COV[covariance_type])
+    X, means, prec = X.contiguous(), means.contiguous(), prec.contiguous()
+    if direct_cpu_call_ok(X, means, prec):
+        return _gaussian_log_prob_cpu_kernel(X, means, prec, _COV[covariance_type])
+    return torch.ops.fastlearn.gaussian_log_prob(X, means, prec, _COV[covariance_type])
