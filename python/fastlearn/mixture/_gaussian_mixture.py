@@ -209,8 +209,27 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.weights_ = (weights if weights_init is None else weights_init).astype(dtype)
         self.means_ = (means if means_init is None else means_init).astype(dtype)
         if precisions_init is None:
+            try:
+                prec_chol = G.precision_cholesky(covariances, self.covariance_type)
+            except ValueError:
+                if self.on_collapse != "reseed" or self.covariance_type == "tied":
+                    raise
+                # No E-step has run yet: the samples of lowest density under the components
+                # that are well defined stand for the worst explained.
+                weights = self.weights_.astype(np.float64)
+                means = self.means_.astype(np.float64)
+                bad = _collapsed(covariances, self.covariance_type)
+                good = [k for k in range(K) if k not in bad]
+                log_norm = np.zeros(X.shape[0])
+                if good:
+                    pc = G.precision_cholesky(covariances[good], self.covariance_type)
+                    log_norm = G.gaussian_pass(X, means[good], pc, self.covariance_type,
+                                               np.log(weights[good]), log_norm=True)["log_norm"]
+                weights, means, covariances = self._reseed(X, log_norm, weights, means, covariances)
+                prec_chol = G.precision_cholesky(covariances, self.covariance_type)
+                self.weights_, self.means_ = weights.astype(dtype), means.astype(dtype)
             self.covariances_ = covariances.astype(dtype)
-            self.precisions_cholesky_ = G.precision_cholesky(covariances, self.covariance_type).astype(dtype)
+            self.precisions_cholesky_ = prec_chol.astype(dtype)
         else:
             self.precisions_cholesky_ = G.precision_cholesky_from_precisions(
                 precisions_init.astype(np.float64), self.covariance_type).astype(dtype)
@@ -254,10 +273,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     def _reseed(self, X, log_norm, weights, means, covariances):
         """Move each collapsed component to one of the worst-explained samples."""
         ct = self.covariance_type
-        if ct == "full":
-            bad = [k for k in range(len(weights)) if not _is_pd(covariances[k])]
-        else:
-            bad = list(np.flatnonzero(~np.all(np.atleast_2d(covariances.T).T > 0, axis=-1)))
+        bad = _collapsed(covariances, ct)
         good = [k for k in range(len(weights)) if k not in bad]
         worst = np.argsort(log_norm, kind="stable")[: len(bad)]
         if good:
@@ -457,6 +473,13 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         for name in ("converged_", "n_iter_", "lower_bound_", "lower_bounds_", "n_features_in_"):
             setattr(est, name, meta[name])
         return est
+
+
+def _collapsed(covariances, covariance_type):
+    """Indices of the components whose covariance is not positive definite."""
+    if covariance_type == "full":
+        return [k for k in range(len(covariances)) if not _is_pd(covariances[k])]
+    return list(np.flatnonzero(~np.all(np.atleast_2d(covariances.T).T > 0, axis=-1)))
 
 
 def _is_pd(m):
