@@ -231,8 +231,12 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             self.covariances_ = covariances.astype(dtype)
             self.precisions_cholesky_ = prec_chol.astype(dtype)
         else:
-            self.precisions_cholesky_ = G.precision_cholesky_from_precisions(
-                precisions_init.astype(np.float64), self.covariance_type).astype(dtype)
+            prec = precisions_init.astype(np.float64)
+            self.precisions_cholesky_ = G.precision_cholesky_from_precisions(prec, self.covariance_type).astype(dtype)
+            # The covariances these precisions stand for (scikit-learn leaves the attribute
+            # unset here, which breaks max_iter=0).
+            inv = np.linalg.inv(prec) if self.covariance_type in ("full", "tied") else 1.0 / prec
+            self.covariances_ = inv.astype(dtype)
 
     # --- EM -------------------------------------------------------------------------------------
 
