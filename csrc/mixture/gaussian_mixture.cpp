@@ -44,6 +44,10 @@ struct Plan {
   std::vector<int32_t> lo, hi;  // full/tied: rows [lo, hi) of P that are nonzero in a column group
   std::vector<int32_t> group_start, group_vecs;  // column groups: first vector, vector count
   std::vector<T> tied_b;     // tied: K x Dp, mu_k P
+  // diag, as one product: [(x - c)^2, x - c] (2 Dp wide) times diag_bt (2 Dp x Kp) holding
+  // p_k^2 and -2 (mu_k - c) p_k^2, c the mean of the means; diag_off adds sum p^2 (mu - c)^2.
+  int64_t Kp = 0, Kq = 0;
+  std::vector<T> diag_c, diag_bt, diag_off;
   std::vector<T> offset;     // K
   T* log_prob = nullptr;     // N x K
   T* log_norm = nullptr;     // N
@@ -56,11 +60,11 @@ struct Partial {
   double loglik = 0.0;
 };
 
-// acc[a][v] = xc[a, lo:hi] . P[lo:hi, j0 + v W : j0 + (v + 1) W]; then either the squares go
-// into q[a] or the values are stored in z (the tied case keeps X P).
+// acc[a][v] = x[a, lo:hi] . P[lo:hi, j0 + v W : j0 + (v + 1) W]; then either the squares go
+// into q[a] or the values are stored in z (the tied case keeps X P; diag keeps its products).
 template <typename T, int JV>
-FL_ALWAYS_INLINE void tri_tile(const T* xc, int64_t Dp, const T* P, int64_t lo, int64_t hi, int64_t j0,
-                               vec_t<T>* q, T* z) {
+FL_ALWAYS_INLINE void tri_tile(const T* x, int64_t ldx, const T* P, int64_t ldp, int64_t lo, int64_t hi, int64_t j0,
+                               vec_t<T>* q, T* z, int64_t ldz) {
   using V = vec_t<T>;
   constexpr int W = vec_width<T>;
   V acc[kTileRows][JV];
@@ -68,15 +72,15 @@ FL_ALWAYS_INLINE void tri_tile(const T* xc, int64_t Dp, const T* P, int64_t lo, 
     for (int v = 0; v < JV; ++v) acc[a][v] = V{};
   for (int64_t i = lo; i < hi; ++i) {
     V p[JV];
-    for (int v = 0; v < JV; ++v) p[v] = vload(P + i * Dp + j0 + v * W);
+    for (int v = 0; v < JV; ++v) p[v] = vload(P + i * ldp + j0 + v * W);
     for (int a = 0; a < kTileRows; ++a) {
-      const T x = xc[a * Dp + i];
-      for (int v = 0; v < JV; ++v) acc[a][v] += x * p[v];
+      const T xa = x[a * ldx + i];
+      for (int v = 0; v < JV; ++v) acc[a][v] += xa * p[v];
     }
   }
   if (z) {
     for (int a = 0; a < kTileRows; ++a)
-      for (int v = 0; v < JV; ++v) vstore(z + a * Dp + j0 + v * W, acc[a][v]);
+      for (int v = 0; v < JV; ++v) vstore(z + a * ldz + j0 + v * W, acc[a][v]);
   } else {
     for (int a = 0; a < kTileRows; ++a)
       for (int v = 0; v < JV; ++v) q[a] += acc[a][v] * acc[a][v];
@@ -97,9 +101,9 @@ FL_ALWAYS_INLINE void triangular_product(const Plan<T>& p, const T* xc, int64_t 
     for (int64_t g = 0; g < G; ++g) {
       const int64_t j0 = static_cast<int64_t>(p.group_start[g]) * W;
       switch (p.group_vecs[g]) {
-        case 3: tri_tile<T, 3>(x, Dp, P, lo[g], hi[g], j0, qa, za); break;
-        case 2: tri_tile<T, 2>(x, Dp, P, lo[g], hi[g], j0, qa, za); break;
-        default: tri_tile<T, 1>(x, Dp, P, lo[g], hi[g], j0, qa, za); break;
+        case 3: tri_tile<T, 3>(x, Dp, P, Dp, lo[g], hi[g], j0, qa, za, Dp); break;
+        case 2: tri_tile<T, 2>(x, Dp, P, Dp, lo[g], hi[g], j0, qa, za, Dp); break;
+        default: tri_tile<T, 1>(x, Dp, P, Dp, lo[g], hi[g], j0, qa, za, Dp); break;
       }
     }
     if (!z)
@@ -107,26 +111,26 @@ FL_ALWAYS_INLINE void triangular_product(const Plan<T>& p, const T* xc, int64_t 
   }
 }
 
-// S[i0 + a, j0 : j0 + JV W] += sum_n rc[n, i0 + a] * xc[n, j0 : ...], n over the block.
+// S[i0 + a, j0 : j0 + JV W] += sum_n r[n, i0 + a] * x[n, j0 : ...], n over the block's rows.
 template <typename T, int JV>
-FL_ALWAYS_INLINE void scatter_tile(const T* rc, const T* xc, int64_t Dp, int64_t nbp, int64_t i0, int64_t j0,
-                                   double* S) {
+FL_ALWAYS_INLINE void scatter_tile(const T* r, int64_t ldr, const T* x, int64_t ldx, int64_t nbp, int64_t i0,
+                                   int64_t j0, double* S, int64_t lds) {
   using V = vec_t<T>;
   constexpr int W = vec_width<T>;
   V acc[kTileRows][JV];
   for (int a = 0; a < kTileRows; ++a)
     for (int v = 0; v < JV; ++v) acc[a][v] = V{};
   for (int64_t n = 0; n < nbp; ++n) {
-    V x[JV];
-    for (int v = 0; v < JV; ++v) x[v] = vload(xc + n * Dp + j0 + v * W);
+    V xv[JV];
+    for (int v = 0; v < JV; ++v) xv[v] = vload(x + n * ldx + j0 + v * W);
     for (int a = 0; a < kTileRows; ++a) {
-      const T r = rc[n * Dp + i0 + a];
-      for (int v = 0; v < JV; ++v) acc[a][v] += r * x[v];
+      const T ra = r[n * ldr + i0 + a];
+      for (int v = 0; v < JV; ++v) acc[a][v] += ra * xv[v];
     }
   }
   for (int a = 0; a < kTileRows; ++a)
     for (int v = 0; v < JV; ++v)
-      for (int l = 0; l < W; ++l) S[(i0 + a) * Dp + j0 + v * W + l] += static_cast<double>(acc[a][v][l]);
+      for (int l = 0; l < W; ++l) S[(i0 + a) * lds + j0 + v * W + l] += static_cast<double>(acc[a][v][l]);
 }
 
 // xc[a, :] = X[n0 + a, :] - mu (mu may be null), zero-padded to Dp columns and nbp rows.
@@ -157,6 +161,9 @@ FL_ALWAYS_INLINE void run_blocks(const Plan<T>& p, int64_t blk0, int64_t blk1, P
   std::vector<T> xc(static_cast<size_t>(B * Dp)), rc(static_cast<size_t>(B * Dp));
   std::vector<T> z(p.cov == Covariance::tied ? static_cast<size_t>(B * Dp) : 0);
   std::vector<T> w(static_cast<size_t>(K * B)), q(static_cast<size_t>(std::max(B, Dp)));
+  const bool diag = p.cov == Covariance::diag;
+  std::vector<T> A(diag ? static_cast<size_t>(B * 2 * Dp) : 0), dist(diag ? static_cast<size_t>(kTileRows * p.Kp) : 0);
+  std::vector<T> rt(diag ? static_cast<size_t>(B * p.Kq) : 0);
   for (int64_t blk = blk0; blk < blk1; ++blk) {
     const int64_t n0 = blk * B, nb = std::min(B, N - n0), nbp = round_up(nb, kTileRows);
     // 1. w[k, a] = offset_k - ||(x_a - mu_k) P_k||^2 / 2
@@ -185,18 +192,36 @@ FL_ALWAYS_INLINE void run_blocks(const Plan<T>& p, int64_t blk0, int64_t blk1, P
         }
       }
     } else {
-      for (int64_t k = 0; k < K; ++k) {
-        const T* mu = p.means + k * D;
-        const T* pk = p.P.data() + k * Dp;
-        const T off = p.offset[k];
-        T* wk = w.data() + k * B;
-        for (int64_t a = 0; a < nb; ++a) {
-          const T* x = p.X + (n0 + a) * D;
-          T s = 0;
-#pragma omp simd reduction(+ : s)
-          for (int64_t i = 0; i < D; ++i) s += pk[i] * (x[i] - mu[i]) * (x[i] - mu[i]);
-          wk[a] = off - T(0.5) * s;
+      const int64_t L = 2 * Dp, Kp = p.Kp;
+      for (int64_t a = 0; a < nbp; ++a) {
+        T* row = A.data() + a * L;
+        if (a >= nb) {
+          for (int64_t i = 0; i < L; ++i) row[i] = T(0);
+          continue;
         }
+        const T* x = p.X + (n0 + a) * D;
+#pragma omp simd
+        for (int64_t i = 0; i < D; ++i) {
+          const T xs = x[i] - p.diag_c[i];
+          row[i] = xs * xs;
+          row[Dp + i] = xs;
+        }
+        for (int64_t i = D; i < Dp; ++i) row[i] = row[Dp + i] = T(0);
+      }
+      for (int64_t a0 = 0; a0 < nbp; a0 += kTileRows) {
+        const T* Aa = A.data() + a0 * L;
+        // (No lambdas here: they would not inherit the target clone's instruction set.)
+        for (int64_t v = 0; v < Kp / W; v += kTileVecs) {
+          const int64_t j0 = v * W;
+          switch (std::min<int64_t>(kTileVecs, Kp / W - v)) {
+            case 3: tri_tile<T, 3>(Aa, L, p.diag_bt.data(), Kp, 0, L, j0, nullptr, dist.data(), Kp); break;
+            case 2: tri_tile<T, 2>(Aa, L, p.diag_bt.data(), Kp, 0, L, j0, nullptr, dist.data(), Kp); break;
+            default: tri_tile<T, 1>(Aa, L, p.diag_bt.data(), Kp, 0, L, j0, nullptr, dist.data(), Kp); break;
+          }
+        }
+        const int64_t rows = std::min<int64_t>(kTileRows, nb - a0);
+        for (int64_t a = 0; a < rows; ++a)
+          for (int64_t k = 0; k < K; ++k) w[k * B + a0 + a] = p.diag_off[k] - T(0.5) * dist[a * Kp + k];
       }
     }
     // 2. per point: outputs, log-sum-exp, responsibilities (in place of w)
@@ -257,28 +282,32 @@ FL_ALWAYS_INLINE void run_blocks(const Plan<T>& p, int64_t blk0, int64_t blk1, P
             const int64_t j0 = static_cast<int64_t>(p.group_start[g]) * W;
             if (j0 + static_cast<int64_t>(p.group_vecs[g]) * W <= i0) continue;  // below the diagonal
             switch (p.group_vecs[g]) {
-              case 3: scatter_tile<T, 3>(rcp, xc.data(), Dp, nbp, i0, j0, S); break;
-              case 2: scatter_tile<T, 2>(rcp, xc.data(), Dp, nbp, i0, j0, S); break;
-              default: scatter_tile<T, 1>(rcp, xc.data(), Dp, nbp, i0, j0, S); break;
+              case 3: scatter_tile<T, 3>(rcp, Dp, xc.data(), Dp, nbp, i0, j0, S, Dp); break;
+              case 2: scatter_tile<T, 2>(rcp, Dp, xc.data(), Dp, nbp, i0, j0, S, Dp); break;
+              default: scatter_tile<T, 1>(rcp, Dp, xc.data(), Dp, nbp, i0, j0, S, Dp); break;
             }
           }
         }
-      } else {
-        const bool diag = p.cov == Covariance::diag;
-        double* s2 = diag ? part.s2.data() + k * Dp : nullptr;
+      } else if (!diag) {  // tied: first moments only
         for (int64_t a = 0; a < nb; ++a) {
           const T* x = p.X + (n0 + a) * D;
           const double ra = static_cast<double>(r[a]);
-          if (diag) {
 #pragma omp simd
-            for (int64_t i = 0; i < D; ++i) {
-              const double d = static_cast<double>(x[i] - mu[i]);
-              s1[i] += ra * d;
-              s2[i] += ra * d * d;
-            }
-          } else {
-#pragma omp simd
-            for (int64_t i = 0; i < D; ++i) s1[i] += ra * static_cast<double>(x[i] - mu[i]);
+          for (int64_t i = 0; i < D; ++i) s1[i] += ra * static_cast<double>(x[i] - mu[i]);
+        }
+      }
+    }
+    if (diag) {  // both moments about c at once: (K x B) r^T times [(x - c)^2, x - c]
+      const int64_t Kq = p.Kq, L = 2 * Dp;
+      for (int64_t a = 0; a < nbp; ++a)
+        for (int64_t k = 0; k < Kq; ++k) rt[a * Kq + k] = (k < K && a < nb) ? w[k * B + a] : T(0);
+      for (int64_t k0 = 0; k0 < K; k0 += kTileRows) {
+        for (int64_t v = 0; v < L / W; v += kTileVecs) {
+          const int64_t j0 = v * W;
+          switch (std::min<int64_t>(kTileVecs, L / W - v)) {
+            case 3: scatter_tile<T, 3>(rt.data(), Kq, A.data(), L, nbp, k0, j0, part.s2.data(), L); break;
+            case 2: scatter_tile<T, 2>(rt.data(), Kq, A.data(), L, nbp, k0, j0, part.s2.data(), L); break;
+            default: scatter_tile<T, 1>(rt.data(), Kq, A.data(), L, nbp, k0, j0, part.s2.data(), L); break;
           }
         }
       }
@@ -327,6 +356,27 @@ double run(const View& X, const View& means, const View& prec, const View& offse
     p.P.assign(static_cast<size_t>(K * Dp), T(0));
     for (int64_t k = 0; k < K; ++k)
       for (int64_t i = 0; i < D; ++i) p.P[k * Dp + i] = src[k * D + i] * src[k * D + i];
+    p.Kp = round_up(K, W);
+    p.Kq = round_up(K, kTileRows);
+    p.diag_c.assign(static_cast<size_t>(Dp), T(0));
+    for (int64_t i = 0; i < D; ++i) {
+      double c = 0;
+      for (int64_t k = 0; k < K; ++k) c += static_cast<double>(p.means[k * D + i]);
+      p.diag_c[i] = static_cast<T>(c / static_cast<double>(K));
+    }
+    p.diag_bt.assign(static_cast<size_t>(2 * Dp * p.Kp), T(0));
+    p.diag_off.assign(static_cast<size_t>(K), T(0));
+    for (int64_t k = 0; k < K; ++k) {
+      double extra = 0;
+      for (int64_t i = 0; i < D; ++i) {
+        const T p2 = p.P[k * Dp + i];
+        const T m = p.means[k * D + i] - p.diag_c[i];
+        p.diag_bt[i * p.Kp + k] = p2;
+        p.diag_bt[(Dp + i) * p.Kp + k] = T(-2) * m * p2;
+        extra += static_cast<double>(p2) * static_cast<double>(m) * static_cast<double>(m);
+      }
+      p.diag_off[k] = static_cast<T>(static_cast<double>(p.offset[k]) - 0.5 * extra);
+    }
   } else {
     const int64_t nmat = cov == Covariance::full ? K : 1;
     p.P.assign(static_cast<size_t>(nmat * Dp * Dp), T(0));
@@ -360,7 +410,7 @@ double run(const View& X, const View& means, const View& prec, const View& offse
   if (out.labels) p.labels = out.labels->ptr<int64_t>();
   p.stats = out.nk.has_value();
 
-  const int64_t s2_size = cov == Covariance::full ? K * Dp * Dp : cov == Covariance::diag ? K * Dp : 0;
+  const int64_t s2_size = cov == Covariance::full ? K * Dp * Dp : cov == Covariance::diag ? p.Kq * 2 * Dp : 0;
   const int64_t nblocks = (p.N + p.B - 1) / p.B;
   std::vector<Partial> parts(static_cast<size_t>(std::max(1, omp_get_max_threads())));
   for (Partial& part : parts) {
@@ -397,11 +447,20 @@ double run(const View& X, const View& means, const View& prec, const View& offse
         for (int64_t i = 0; i < D; ++i)
           for (int64_t j = 0; j < i; ++j) s2[(k * D + i) * D + j] = s2[(k * D + j) * D + i];
     } else if (cov == Covariance::diag) {
-      double* s2 = out.s2->ptr<double>();
-      std::fill(s2, s2 + K * D, 0.0);
+      // Moments about c, summed over threads, moved to the current means:
+      // sum r (x - mu) = m1 - nk (mu - c); sum r (x - mu)^2 = m2 - 2 (mu - c) m1 + nk (mu - c)^2.
+      const int64_t L = 2 * Dp;
+      std::vector<double> M(static_cast<size_t>(p.Kq * L), 0.0);
       for (const Partial& part : parts)
-        for (int64_t k = 0; k < K; ++k)
-          for (int64_t i = 0; i < D; ++i) s2[k * D + i] += part.s2[k * Dp + i];
+        for (size_t j = 0; j < M.size(); ++j) M[j] += part.s2[j];
+      double* s2 = out.s2->ptr<double>();
+      for (int64_t k = 0; k < K; ++k)
+        for (int64_t i = 0; i < D; ++i) {
+          const double m = static_cast<double>(p.means[k * D + i]) - static_cast<double>(p.diag_c[i]);
+          const double m1 = M[k * L + Dp + i], m2 = M[k * L + i];
+          s1[k * D + i] = m1 - nk[k] * m;
+          s2[k * D + i] = m2 - 2.0 * m * m1 + nk[k] * m * m;
+        }
     }
   }
   return loglik;
