@@ -55,6 +55,11 @@ struct Plan {
   bool stats = false;
 };
 
+// exp(-600) ~ 1e-261 (float64), exp(-70) ~ 4e-31 (float32): far above the subnormal range
+// even after a product with the data, far below anything a sum of ones can register.
+template <typename T>
+constexpr T flush_below() { return sizeof(T) == 8 ? T(-600) : T(-70); }
+
 struct Partial {
   std::vector<double> nk, s1, s2;
   double loglik = 0.0;
@@ -238,7 +243,10 @@ FL_ALWAYS_INLINE void run_blocks(const Plan<T>& p, int64_t blk0, int64_t blk1, P
       if (!need_norm) continue;
       T s = 0;
       for (int64_t k = 0; k < K; ++k) {
-        const T e = std::exp(w[k * B + a] - m);
+        // Responsibilities below exp(kFlush) are set to 0: they change no sum at this
+        // precision, and as subnormal factors in the scatter they would cost microcode assists.
+        const T d = w[k * B + a] - m;
+        const T e = d < flush_below<T>() ? T(0) : std::exp(d);
         w[k * B + a] = e;
         s += e;
       }
