@@ -26,7 +26,9 @@
 
 #include "fastlearn/parallel.h"
 #include "fastlearn/simd.h"
+#include "fastlearn/math.h"
 #include "fastlearn/vec.h"
+#include "exp64.h"
 
 namespace fl::mixture {
 namespace {
@@ -57,6 +59,9 @@ struct Plan {
 
 // exp(-600) ~ 1e-261 (float64), exp(-70) ~ 4e-31 (float32): far above the subnormal range
 // even after a product with the data, far below anything a sum of ones can register.
+FL_ALWAYS_INLINE float exp_acc(float x) { return exp_f32(x); }
+FL_ALWAYS_INLINE double exp_acc(double x) { return exp_f64(x); }
+
 template <typename T>
 constexpr T flush_below() { return sizeof(T) == 8 ? T(-600) : T(-70); }
 
@@ -166,6 +171,7 @@ FL_ALWAYS_INLINE void run_blocks(const Plan<T>& p, int64_t blk0, int64_t blk1, P
   std::vector<T> xc(static_cast<size_t>(B * Dp)), rc(static_cast<size_t>(B * Dp));
   std::vector<T> z(p.cov == Covariance::tied ? static_cast<size_t>(B * Dp) : 0);
   std::vector<T> w(static_cast<size_t>(K * B)), q(static_cast<size_t>(std::max(B, Dp)));
+  std::vector<T> mx(static_cast<size_t>(B)), sx(static_cast<size_t>(B));
   const bool diag = p.cov == Covariance::diag;
   std::vector<T> A(diag ? static_cast<size_t>(B * 2 * Dp) : 0), dist(diag ? static_cast<size_t>(kTileRows * p.Kp) : 0);
   std::vector<T> rt(diag ? static_cast<size_t>(B * p.Kq) : 0);
@@ -229,34 +235,54 @@ FL_ALWAYS_INLINE void run_blocks(const Plan<T>& p, int64_t blk0, int64_t blk1, P
           for (int64_t k = 0; k < K; ++k) w[k * B + a0 + a] = p.diag_off[k] - T(0.5) * dist[a * Kp + k];
       }
     }
-    // 2. per point: outputs, log-sum-exp, responsibilities (in place of w)
-    const bool need_norm = p.stats || p.log_norm;
-    for (int64_t a = 0; a < nb; ++a) {
-      const int64_t n = n0 + a;
-      T m = w[a];
-      int64_t arg = 0;
-      for (int64_t k = 1; k < K; ++k)
-        if (w[k * B + a] > m) m = w[k * B + a], arg = k;
-      if (p.labels) p.labels[n] = arg;
-      if (p.log_prob)
-        for (int64_t k = 0; k < K; ++k) p.log_prob[n * K + k] = w[k * B + a];
-      if (!need_norm) continue;
-      T s = 0;
+    // 2. per point: outputs, log-sum-exp, responsibilities (in place of w). The loops run
+    // over the block's points (contiguous in w) so they vectorise, exp included.
+    if (p.labels)
+      for (int64_t a = 0; a < nb; ++a) {
+        T m = w[a];
+        int64_t arg = 0;
+        for (int64_t k = 1; k < K; ++k)
+          if (w[k * B + a] > m) m = w[k * B + a], arg = k;
+        p.labels[n0 + a] = arg;
+      }
+    if (p.log_prob)
+      for (int64_t a = 0; a < nb; ++a)
+        for (int64_t k = 0; k < K; ++k) p.log_prob[(n0 + a) * K + k] = w[k * B + a];
+    if (p.stats || p.log_norm) {
+      T* m = mx.data();
+      T* s = sx.data();
+      for (int64_t a = 0; a < nb; ++a) m[a] = w[a], s[a] = T(0);
+      for (int64_t k = 1; k < K; ++k) {
+        const T* wk = w.data() + k * B;
+#pragma omp simd
+        for (int64_t a = 0; a < nb; ++a) m[a] = wk[a] > m[a] ? wk[a] : m[a];
+      }
       for (int64_t k = 0; k < K; ++k) {
-        // Responsibilities below exp(kFlush) are set to 0: they change no sum at this
+        T* wk = w.data() + k * B;
+        // Responsibilities below exp(flush_below) become 0: they change no sum at this
         // precision, and as subnormal factors in the scatter they would cost microcode assists.
-        const T d = w[k * B + a] - m;
-        const T e = d < flush_below<T>() ? T(0) : std::exp(d);
-        w[k * B + a] = e;
-        s += e;
+#pragma omp simd
+        for (int64_t a = 0; a < nb; ++a) {
+          const T d = wk[a] - m[a];
+          const T e = d < flush_below<T>() ? T(0) : exp_acc(d);
+          wk[a] = e;
+          s[a] += e;
+        }
       }
-      const T lse = m + std::log(s);
-      if (p.log_norm) p.log_norm[n] = lse;
-      part.loglik += static_cast<double>(lse);
-      if (p.stats) {
-        const T inv = T(1) / s;
-        for (int64_t k = 0; k < K; ++k) w[k * B + a] *= inv;
+      double ll = 0;
+      for (int64_t a = 0; a < nb; ++a) {
+        const T lse = m[a] + std::log(s[a]);
+        if (p.log_norm) p.log_norm[n0 + a] = lse;
+        ll += static_cast<double>(lse);
+        s[a] = T(1) / s[a];
       }
+      part.loglik += ll;
+      if (p.stats)
+        for (int64_t k = 0; k < K; ++k) {
+          T* wk = w.data() + k * B;
+#pragma omp simd
+          for (int64_t a = 0; a < nb; ++a) wk[a] *= s[a];
+        }
     }
     if (!p.stats) continue;
     // 3. statistics
