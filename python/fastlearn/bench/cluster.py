@@ -37,7 +37,7 @@ def _kmeans_case(N, D, K, dtype, quick, iters=10):
 
 def cases(quick: bool = False) -> list[Case]:
     return [
-        _kmeans_case(50000, 32, 16, np.float64, quick=True),
+        _kmeans_case(20000, 32, 16, np.float64, quick=True),
         _kmeans_case(200000, 32, 16, np.float64, quick=False),
         _kmeans_case(200000, 32, 16, np.float32, quick=False),
         _kmeans_case(200000, 8, 64, np.float32, quick=False),
