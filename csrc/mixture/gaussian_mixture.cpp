@@ -44,6 +44,10 @@ struct Plan {
   const T* means = nullptr;  // K x D
   std::vector<T> P;          // full: K x Dp x Dp; tied: Dp x Dp; diag: K x Dp squared factors
   std::vector<int32_t> lo, hi;  // full/tied: rows [lo, hi) of P that are nonzero in a column group
+  // Per vector of a group (3 a group): the row where its nonzero part ends, when all vectors of
+  // the group start at `lo` and these ends do not decrease (an upper-triangular P); else all
+  // equal to `hi`. Rows past vhi[v] skip vector v, so a triangle costs no FMAs on its zeros.
+  std::vector<int32_t> vhi;
   std::vector<int32_t> group_start, group_vecs;  // column groups: first vector, vector count
   std::vector<T> tied_b;     // tied: K x Dp, mu_k P
   // diag, as one product: [(x - c)^2, x - c] (2 Dp wide) times diag_bt (2 Dp x Kp) holding
@@ -97,10 +101,41 @@ FL_ALWAYS_INLINE void tri_tile(const T* x, int64_t ldx, const T* P, int64_t ldp,
   }
 }
 
+// acc[a][v] += x[a, i0:i1] . P[i0:i1, vector v] for the vectors v >= V0 of the tile.
+template <typename T, int JV, int V0>
+FL_ALWAYS_INLINE void tri_rows(const T* x, int64_t ldx, const T* P, int64_t ldp, int64_t i0, int64_t i1, int64_t j0,
+                               vec_t<T> (&acc)[kTileRows][JV]) {
+  using V = vec_t<T>;
+  constexpr int W = vec_width<T>;
+  for (int64_t i = i0; i < i1; ++i) {
+    V p[JV];
+    for (int v = V0; v < JV; ++v) p[v] = vload(P + i * ldp + j0 + v * W);
+    for (int a = 0; a < kTileRows; ++a) {
+      const T xa = x[a * ldx + i];
+      for (int v = V0; v < JV; ++v) acc[a][v] += xa * p[v];
+    }
+  }
+}
+
+// q[a] += ||x[a] P[:, group]||^2 with the group's rows cut into segments by vhi (see Plan).
+template <typename T, int JV>
+FL_ALWAYS_INLINE void tri_tile_segmented(const T* x, int64_t ldx, const T* P, int64_t ldp, int64_t lo,
+                                         const int32_t* vhi, int64_t j0, vec_t<T>* q) {
+  using V = vec_t<T>;
+  V acc[kTileRows][JV];
+  for (int a = 0; a < kTileRows; ++a)
+    for (int v = 0; v < JV; ++v) acc[a][v] = V{};
+  tri_rows<T, JV, 0>(x, ldx, P, ldp, lo, vhi[0], j0, acc);
+  if constexpr (JV > 1) tri_rows<T, JV, 1>(x, ldx, P, ldp, vhi[0], vhi[1], j0, acc);
+  if constexpr (JV > 2) tri_rows<T, JV, 2>(x, ldx, P, ldp, vhi[1], vhi[2], j0, acc);
+  for (int a = 0; a < kTileRows; ++a)
+    for (int v = 0; v < JV; ++v) q[a] += acc[a][v] * acc[a][v];
+}
+
 // q[a] = ||xc[a] P||^2 for the nbp (multiple of 4) rows of xc, or z = xc P when z is given.
 template <typename T>
 FL_ALWAYS_INLINE void triangular_product(const Plan<T>& p, const T* xc, int64_t nbp, const T* P, const int32_t* lo,
-                                         const int32_t* hi, T* q, T* z) {
+                                         const int32_t* hi, const int32_t* vhi, T* q, T* z) {
   using V = vec_t<T>;
   constexpr int W = vec_width<T>;
   const int64_t Dp = p.Dp, G = static_cast<int64_t>(p.group_start.size());
@@ -110,10 +145,19 @@ FL_ALWAYS_INLINE void triangular_product(const Plan<T>& p, const T* xc, int64_t 
     T* za = z ? z + a0 * Dp : nullptr;
     for (int64_t g = 0; g < G; ++g) {
       const int64_t j0 = static_cast<int64_t>(p.group_start[g]) * W;
-      switch (p.group_vecs[g]) {
-        case 3: tri_tile<T, 3>(x, Dp, P, Dp, lo[g], hi[g], j0, qa, za, Dp); break;
-        case 2: tri_tile<T, 2>(x, Dp, P, Dp, lo[g], hi[g], j0, qa, za, Dp); break;
-        default: tri_tile<T, 1>(x, Dp, P, Dp, lo[g], hi[g], j0, qa, za, Dp); break;
+      if (za) {
+        switch (p.group_vecs[g]) {
+          case 3: tri_tile<T, 3>(x, Dp, P, Dp, lo[g], hi[g], j0, qa, za, Dp); break;
+          case 2: tri_tile<T, 2>(x, Dp, P, Dp, lo[g], hi[g], j0, qa, za, Dp); break;
+          default: tri_tile<T, 1>(x, Dp, P, Dp, lo[g], hi[g], j0, qa, za, Dp); break;
+        }
+      } else {
+        const int32_t* vh = vhi + g * kTileVecs;
+        switch (p.group_vecs[g]) {
+          case 3: tri_tile_segmented<T, 3>(x, Dp, P, Dp, lo[g], vh, j0, qa); break;
+          case 2: tri_tile_segmented<T, 2>(x, Dp, P, Dp, lo[g], vh, j0, qa); break;
+          default: tri_tile_segmented<T, 1>(x, Dp, P, Dp, lo[g], vh, j0, qa); break;
+        }
       }
     }
     if (!z)
@@ -182,14 +226,14 @@ FL_ALWAYS_INLINE void run_blocks(const Plan<T>& p, int64_t blk0, int64_t blk1, P
       for (int64_t k = 0; k < K; ++k) {
         load_centered(p, n0, nb, nbp, p.means + k * D, xc.data());
         triangular_product(p, xc.data(), nbp, p.P.data() + k * Dp * Dp, p.lo.data() + k * G, p.hi.data() + k * G,
-                           q.data(), static_cast<T*>(nullptr));
+                           p.vhi.data() + k * G * kTileVecs, q.data(), static_cast<T*>(nullptr));
         const T off = p.offset[k];
         T* wk = w.data() + k * B;
         for (int64_t a = 0; a < nb; ++a) wk[a] = off - T(0.5) * q[a];
       }
     } else if (p.cov == Covariance::tied) {
       load_centered(p, n0, nb, nbp, static_cast<const T*>(nullptr), xc.data());
-      triangular_product(p, xc.data(), nbp, p.P.data(), p.lo.data(), p.hi.data(), q.data(), z.data());
+      triangular_product(p, xc.data(), nbp, p.P.data(), p.lo.data(), p.hi.data(), p.vhi.data(), q.data(), z.data());
       for (int64_t k = 0; k < K; ++k) {
         const T* b = p.tied_b.data() + k * Dp;
         const T off = p.offset[k];
@@ -416,6 +460,7 @@ double run(const View& X, const View& means, const View& prec, const View& offse
     p.P.assign(static_cast<size_t>(nmat * Dp * Dp), T(0));
     p.lo.assign(static_cast<size_t>(nmat * G), 0);
     p.hi.assign(static_cast<size_t>(nmat * G), 0);
+    p.vhi.assign(static_cast<size_t>(nmat * G * kTileVecs), 0);
     for (int64_t k = 0; k < nmat; ++k) {
       for (int64_t i = 0; i < D; ++i)
         for (int64_t j = 0; j < D; ++j) p.P[(k * Dp + i) * Dp + j] = src[(k * D + i) * D + j];
@@ -427,6 +472,28 @@ double run(const View& X, const View& means, const View& prec, const View& offse
             if (p.P[(k * Dp + i) * Dp + j] != T(0)) lo = std::min(lo, i), hi = std::max(hi, i + 1);
         p.lo[k * G + g] = static_cast<int32_t>(std::min(lo, hi));
         p.hi[k * G + g] = static_cast<int32_t>(hi);
+        // Per-vector row ranges; segmented only when they share the start and nest.
+        int32_t* vh = p.vhi.data() + (k * G + g) * kTileVecs;
+        bool nested = true;
+        int64_t prev_hi = 0;
+        for (int64_t v = 0; v < kTileVecs; ++v) {
+          vh[v] = static_cast<int32_t>(hi);
+          if (v >= p.group_vecs[g]) continue;
+          const int64_t v0 = c0 + v * W, v1 = std::min(D, v0 + W);
+          int64_t vlo = D, vhi_ = 0;
+          for (int64_t i = 0; i < D; ++i)
+            for (int64_t j = v0; j < v1; ++j)
+              if (p.P[(k * Dp + i) * Dp + j] != T(0)) vlo = std::min(vlo, i), vhi_ = std::max(vhi_, i + 1);
+          if (v0 >= D) vlo = lo, vhi_ = prev_hi;  // a padding vector: nothing to add
+          if (vlo != lo && vhi_ > 0) nested = false;
+          if (vhi_ < prev_hi) nested = false;
+          vh[v] = static_cast<int32_t>(std::max(vhi_, prev_hi));
+          prev_hi = vh[v];
+        }
+        if (!nested)
+          for (int64_t v = 0; v < kTileVecs; ++v) vh[v] = static_cast<int32_t>(hi);
+        else
+          vh[p.group_vecs[g] - 1] = static_cast<int32_t>(hi);
       }
     }
     if (cov == Covariance::tied) {  // b_k = mu_k P, as scikit-learn subtracts it
