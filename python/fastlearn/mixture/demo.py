@@ -73,8 +73,11 @@ def gmm_fit(argv: list[str]) -> int:
     rng = np.random.default_rng(0)
     centers = rng.normal(scale=4.0, size=(K, D))
     X = centers[rng.integers(0, K, N)] + rng.normal(size=(N, D))
-    kw = dict(n_components=K, covariance_type=args.covariance_type, max_iter=args.max_iter, tol=0.0,
-              means_init=centers + 0.5, weights_init=np.full(K, 1.0 / K))
+    ct = args.covariance_type
+    precisions = {"full": np.stack([np.eye(D)] * K), "tied": np.eye(D), "diag": np.ones((K, D)),
+                  "spherical": np.ones(K)}[ct]
+    kw = dict(n_components=K, covariance_type=ct, max_iter=args.max_iter, tol=0.0,
+              means_init=centers + 0.5, weights_init=np.full(K, 1.0 / K), precisions_init=precisions)
     timings = {}
     models = {}
     for name, cls in (("fastlearn", GaussianMixture), ("scikit-learn", SkGM)):
@@ -88,7 +91,7 @@ def gmm_fit(argv: list[str]) -> int:
     for i, (x, y) in enumerate(zip(a, b), 1):
         print(f"  iteration {i:3d}: lower bound {x:.12f} (scikit-learn {y:.12f}, rel diff {abs(x / y - 1):.1e})")
     print(f"fit time: fastlearn {timings['fastlearn']:.2f} s, scikit-learn {timings['scikit-learn']:.2f} s "
-          f"({timings['scikit-learn'] / timings['fastlearn']:.1f}x; includes initialisation)")
+          f"({timings['scikit-learn'] / timings['fastlearn']:.1f}x; same start, no initialisation)")
     return 0
 
 
