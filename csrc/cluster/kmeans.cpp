@@ -1,0 +1,202 @@
+// CPU kernel of the k-means assignment (see kmeans.h).
+//
+// ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2: the argmin needs only ||c||^2 - 2 x.c, computed
+// by a register tile of 4 points x 3 SIMD vectors of centres over the centres stored
+// transposed (D x Kp, zero-padded; padded centres get +inf norms so they never win). The
+// winner's distance is then recomputed directly as ||x - c||^2, so the inertia does not
+// suffer the cancellation of the expanded form. Threads own contiguous point ranges and their
+// own float64 cluster sums, added in thread order at the end.
+#include "kmeans.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <limits>
+#include <vector>
+
+#include "fastlearn/parallel.h"
+#include "fastlearn/simd.h"
+#include "fastlearn/vec.h"
+
+namespace fl::cluster {
+namespace {
+
+constexpr int kTileRows = 4;
+constexpr int kTileVecs = 3;
+constexpr int64_t kBlock = 128;  // points per block
+
+template <typename T>
+struct Plan {
+  int64_t N = 0, D = 0, K = 0, Kp = 0;
+  const T* X = nullptr;
+  const T* C = nullptr;          // K x D
+  const T* w = nullptr;          // N
+  std::vector<T> Ct;             // D x Kp
+  std::vector<T> cnorm;          // Kp (+inf on padding)
+  int64_t* labels = nullptr;
+  T* min_dist = nullptr;
+  bool stats = false;
+};
+
+struct Partial {
+  std::vector<double> sums, counts;
+  double inertia = 0.0;
+};
+
+template <typename T, int JV>
+FL_ALWAYS_INLINE void dot_tile(const T* x, int64_t D, const T* Ct, int64_t Kp, int64_t j0, const T* cn, T* dist) {
+  using V = vec_t<T>;
+  constexpr int W = vec_width<T>;
+  V acc[kTileRows][JV];
+  for (int a = 0; a < kTileRows; ++a)
+    for (int v = 0; v < JV; ++v) acc[a][v] = V{};
+  for (int64_t i = 0; i < D; ++i) {
+    V c[JV];
+    for (int v = 0; v < JV; ++v) c[v] = vload(Ct + i * Kp + j0 + v * W);
+    for (int a = 0; a < kTileRows; ++a) {
+      const T xa = x[a * D + i];
+      for (int v = 0; v < JV; ++v) acc[a][v] += xa * c[v];
+    }
+  }
+  for (int a = 0; a < kTileRows; ++a)
+    for (int v = 0; v < JV; ++v) vstore(dist + a * Kp + j0 + v * W, vload(cn + j0 + v * W) - T(2) * acc[a][v]);
+}
+
+template <typename T>
+FL_ALWAYS_INLINE void run_blocks(const Plan<T>& p, int64_t blk0, int64_t blk1, Partial& part) {
+  constexpr int W = vec_width<T>;
+  const int64_t N = p.N, D = p.D, K = p.K, Kp = p.Kp, nvec = Kp / W;
+  std::vector<T> pad(static_cast<size_t>(kTileRows * D), T(0)), dist(static_cast<size_t>(kTileRows * Kp));
+  for (int64_t blk = blk0; blk < blk1; ++blk) {
+    const int64_t n0 = blk * kBlock, nb = std::min(kBlock, N - n0);
+    for (int64_t a0 = 0; a0 < nb; a0 += kTileRows) {
+      const int64_t rows = std::min<int64_t>(kTileRows, nb - a0);
+      const T* x = p.X + (n0 + a0) * D;
+      if (rows < kTileRows) {  // the block's tail: copy into a zero-padded tile
+        std::fill(pad.begin(), pad.end(), T(0));
+        std::copy(x, x + rows * D, pad.begin());
+        x = pad.data();
+      }
+      for (int64_t v = 0; v < nvec; v += kTileVecs) {
+        switch (std::min<int64_t>(kTileVecs, nvec - v)) {
+          case 3: dot_tile<T, 3>(x, D, p.Ct.data(), Kp, v * W, p.cnorm.data(), dist.data()); break;
+          case 2: dot_tile<T, 2>(x, D, p.Ct.data(), Kp, v * W, p.cnorm.data(), dist.data()); break;
+          default: dot_tile<T, 1>(x, D, p.Ct.data(), Kp, v * W, p.cnorm.data(), dist.data()); break;
+        }
+      }
+      for (int64_t a = 0; a < rows; ++a) {
+        const T* d = dist.data() + a * Kp;
+        int64_t best = 0;
+        T bd = d[0];
+        for (int64_t k = 1; k < K; ++k)
+          if (d[k] < bd) bd = d[k], best = k;
+        const int64_t n = n0 + a0 + a;
+        const T* xn = p.X + n * D;
+        const T* c = p.C + best * D;
+        T s = 0;
+#pragma omp simd reduction(+ : s)
+        for (int64_t i = 0; i < D; ++i) s += (xn[i] - c[i]) * (xn[i] - c[i]);
+        p.labels[n] = best;
+        if (p.min_dist) p.min_dist[n] = s;
+        const double wn = static_cast<double>(p.w[n]);
+        part.inertia += wn * static_cast<double>(s);
+        if (p.stats) {
+          double* sum = part.sums.data() + best * D;
+#pragma omp simd
+          for (int64_t i = 0; i < D; ++i) sum[i] += wn * static_cast<double>(xn[i]);
+          part.counts[best] += wn;
+        }
+      }
+    }
+  }
+}
+
+FL_MULTIVERSION void run_blocks_f32(const Plan<float>& p, int64_t b0, int64_t b1, Partial& part) {
+  run_blocks(p, b0, b1, part);
+}
+FL_MULTIVERSION void run_blocks_f64(const Plan<double>& p, int64_t b0, int64_t b1, Partial& part) {
+  run_blocks(p, b0, b1, part);
+}
+void run_blocks_any(const Plan<float>& p, int64_t b0, int64_t b1, Partial& part) { run_blocks_f32(p, b0, b1, part); }
+void run_blocks_any(const Plan<double>& p, int64_t b0, int64_t b1, Partial& part) { run_blocks_f64(p, b0, b1, part); }
+
+template <typename T>
+double run(const View& X, const View& centers, const View& weight, const AssignOutputs& out) {
+  constexpr int W = vec_width<T>;
+  Plan<T> p;
+  p.N = X.size(0), p.D = X.size(1), p.K = centers.size(0), p.Kp = round_up(p.K, W);
+  p.X = X.ptr<T>(), p.C = centers.ptr<T>(), p.w = weight.ptr<T>();
+  const int64_t D = p.D, K = p.K, Kp = p.Kp;
+  p.Ct.assign(static_cast<size_t>(D * Kp), T(0));
+  p.cnorm.assign(static_cast<size_t>(Kp), std::numeric_limits<T>::infinity());
+  for (int64_t k = 0; k < K; ++k) {
+    T s = 0;
+    for (int64_t i = 0; i < D; ++i) {
+      const T c = p.C[k * D + i];
+      p.Ct[i * Kp + k] = c;
+      s += c * c;
+    }
+    p.cnorm[k] = s;
+  }
+  p.labels = out.labels.ptr<int64_t>();
+  if (out.min_dist) p.min_dist = out.min_dist->ptr<T>();
+  p.stats = out.sums.has_value();
+  std::vector<Partial> parts(static_cast<size_t>(std::max(1, omp_get_max_threads())));
+  if (p.stats)
+    for (Partial& part : parts) part.sums.assign(static_cast<size_t>(K * D), 0.0), part.counts.assign(K, 0.0);
+  const int64_t nblocks = (p.N + kBlock - 1) / kBlock;
+  parallel_for(nblocks, kBlock * K * D, [&](int64_t b0, int64_t b1) {
+    run_blocks_any(p, b0, b1, parts[static_cast<size_t>(omp_get_thread_num())]);
+  });
+  double inertia = 0.0;
+  for (const Partial& part : parts) inertia += part.inertia;
+  if (p.stats) {
+    double* sums = out.sums->ptr<double>();
+    double* counts = out.counts->ptr<double>();
+    std::fill(sums, sums + K * D, 0.0);
+    std::fill(counts, counts + K, 0.0);
+    for (const Partial& part : parts) {
+      for (int64_t j = 0; j < K * D; ++j) sums[j] += part.sums[j];
+      for (int64_t k = 0; k < K; ++k) counts[k] += part.counts[k];
+    }
+  }
+  return inertia;
+}
+
+void check_in(const View& v, DType dtype, const char* op) {
+  FL_CHECK_TYPE(v.dtype == dtype, op, ": argument '", v.name, "' must have dtype ", dtype_name(dtype), ".");
+  check_contiguous(v, op);
+  FL_CHECK(v.device == Device::cpu, op, ": argument '", v.name, "' must be on the CPU.");
+}
+
+}  // namespace
+
+double kmeans_assign(const View& X, const View& centers, const View& sample_weight, const AssignOutputs& out) {
+  const char* op = "kmeans_assign";
+  check_dtype(X, {DType::f32, DType::f64}, op);
+  FL_CHECK(X.ndim() == 2, op, ": X must be 2-D (n_samples, n_features).");
+  const int64_t N = X.size(0), D = X.size(1);
+  for (const View* v : {&X, &centers, &sample_weight}) check_in(*v, X.dtype, op);
+  FL_CHECK(centers.ndim() == 2 && centers.size(1) == D && centers.size(0) >= 1, op,
+           ": centers must be (n_clusters >= 1, ", D, ").");
+  const int64_t K = centers.size(0);
+  FL_CHECK(sample_weight.ndim() == 1 && sample_weight.size(0) == N, op, ": sample_weight must have shape (", N, ",).");
+  check_in(out.labels, DType::i64, op);
+  FL_CHECK(out.labels.ndim() == 1 && out.labels.size(0) == N, op, ": labels must have shape (", N, ",).");
+  if (out.min_dist) {
+    check_in(*out.min_dist, X.dtype, op);
+    FL_CHECK(out.min_dist->ndim() == 1 && out.min_dist->size(0) == N, op, ": min_dist must have shape (", N, ",).");
+  }
+  FL_CHECK(out.sums.has_value() == out.counts.has_value(), op, ": sums and counts go together.");
+  if (out.sums) {
+    check_in(*out.sums, DType::f64, op);
+    check_in(*out.counts, DType::f64, op);
+    FL_CHECK(out.sums->shape == (std::vector<int64_t>{K, D}) && out.counts->shape == (std::vector<int64_t>{K}), op,
+             ": sums must be (n_clusters, n_features) and counts (n_clusters,).");
+  }
+  if (N == 0 || D == 0) return 0.0;
+  if (X.dtype == DType::f32) return run<float>(X, centers, sample_weight, out);
+  return run<double>(X, centers, sample_weight, out);
+}
+
+}  // namespace fl::cluster

@@ -1,0 +1,614 @@
+// CPU kernel of the Gaussian-mixture pass (see gaussian_mixture.h).
+//
+// Work is cut into blocks of B points (B * D values ~ 16 KiB, so a block stays in L1/L2)
+// spread over threads. Within a block, for each component k:
+//   xc = X_block - mu_k                          (B x Dp, zero-padded to a multiple of the SIMD width)
+//   q  = rowwise ||xc P_k||^2                    (register tile: 4 points x 3 vectors of columns;
+//                                                 only the rows where P_k's column group is
+//                                                 nonzero are visited, so an upper-triangular
+//                                                 P_k costs D(D+1)/2 FMAs a point, not D^2)
+//   w[k] = offset_k - q / 2
+// then, per point, a log-sum-exp over the K values in w (exp computed once: they become the
+// responsibilities), and per component the statistics: nk += sum r, s1 += sum r xc and the
+// scatter s2 += (r xc)^T xc (register tile: 4 rows x 3 vectors of columns, upper triangle
+// only, reduced over the block's points before it touches the float64 accumulator).
+// The scatter is taken about the current mean mu_k rather than zero, so large offsets in the
+// data do not cancel; the M-step (Python) moves it to the new mean exactly. Threads keep
+// their own float64 statistics; they are summed in thread order at the end.
+#include "gaussian_mixture.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "fastlearn/parallel.h"
+#include "fastlearn/simd.h"
+#include "fastlearn/math.h"
+#include "fastlearn/vec.h"
+#include "exp64.h"
+
+namespace fl::mixture {
+namespace {
+
+constexpr int kTileRows = 4;  // points (or scatter rows) per register tile
+constexpr int kTileVecs = 3;  // SIMD vectors of columns per register tile: 12 accumulators
+
+template <typename T>
+struct Plan {
+  int64_t N = 0, D = 0, Dp = 0, K = 0, B = 0;
+  Covariance cov = Covariance::full;
+  const T* X = nullptr;      // N x D
+  const T* means = nullptr;  // K x D
+  std::vector<T> P;          // full: K x Dp x Dp; tied: Dp x Dp; diag: K x Dp squared factors
+  std::vector<int32_t> lo, hi;  // full/tied: rows [lo, hi) of P that are nonzero in a column group
+  // Per vector of a group (3 a group): the row where its nonzero part ends, when all vectors of
+  // the group start at `lo` and these ends do not decrease (an upper-triangular P); else all
+  // equal to `hi`. Rows past vhi[v] skip vector v, so a triangle costs no FMAs on its zeros.
+  std::vector<int32_t> vhi;
+  std::vector<int32_t> group_start, group_vecs;  // column groups: first vector, vector count
+  std::vector<T> tied_b;     // tied: K x Dp, mu_k P
+  // diag, as one product: [(x - c)^2, x - c] (2 Dp wide) times diag_bt (2 Dp x Kp) holding
+  // p_k^2 and -2 (mu_k - c) p_k^2, c the mean of the means; diag_off adds sum p^2 (mu - c)^2.
+  int64_t Kp = 0, Kq = 0;
+  std::vector<T> diag_c, diag_bt, diag_off;
+  std::vector<T> offset;     // K
+  T* log_prob = nullptr;     // N x K
+  T* log_norm = nullptr;     // N
+  int64_t* labels = nullptr; // N
+  bool stats = false;
+};
+
+// exp(-600) ~ 1e-261 (float64), exp(-70) ~ 4e-31 (float32): far above the subnormal range
+// even after a product with the data, far below anything a sum of ones can register.
+FL_ALWAYS_INLINE float exp_acc(float x) { return exp_f32(x); }
+FL_ALWAYS_INLINE double exp_acc(double x) { return exp_f64(x); }
+
+template <typename T>
+constexpr T flush_below() { return sizeof(T) == 8 ? T(-600) : T(-70); }
+
+struct Partial {
+  std::vector<double> nk, s1, s2;
+  double loglik = 0.0;
+};
+
+// acc[a][v] = x[a, lo:hi] . P[lo:hi, j0 + v W : j0 + (v + 1) W]; then either the squares go
+// into q[a] or the values are stored in z (the tied case keeps X P; diag keeps its products).
+template <typename T, int JV>
+FL_ALWAYS_INLINE void tri_tile(const T* x, int64_t ldx, const T* P, int64_t ldp, int64_t lo, int64_t hi, int64_t j0,
+                               vec_t<T>* q, T* z, int64_t ldz) {
+  using V = vec_t<T>;
+  constexpr int W = vec_width<T>;
+  V acc[kTileRows][JV];
+  for (int a = 0; a < kTileRows; ++a)
+    for (int v = 0; v < JV; ++v) acc[a][v] = V{};
+  for (int64_t i = lo; i < hi; ++i) {
+    V p[JV];
+    for (int v = 0; v < JV; ++v) p[v] = vload(P + i * ldp + j0 + v * W);
+    for (int a = 0; a < kTileRows; ++a) {
+      const T xa = x[a * ldx + i];
+      for (int v = 0; v < JV; ++v) acc[a][v] += xa * p[v];
+    }
+  }
+  if (z) {
+    for (int a = 0; a < kTileRows; ++a)
+      for (int v = 0; v < JV; ++v) vstore(z + a * ldz + j0 + v * W, acc[a][v]);
+  } else {
+    for (int a = 0; a < kTileRows; ++a)
+      for (int v = 0; v < JV; ++v) q[a] += acc[a][v] * acc[a][v];
+  }
+}
+
+// acc[a][v] += x[a, i0:i1] . P[i0:i1, vector v] for the vectors v >= V0 of the tile.
+template <typename T, int JV, int V0>
+FL_ALWAYS_INLINE void tri_rows(const T* x, int64_t ldx, const T* P, int64_t ldp, int64_t i0, int64_t i1, int64_t j0,
+                               vec_t<T> (&acc)[kTileRows][JV]) {
+  using V = vec_t<T>;
+  constexpr int W = vec_width<T>;
+  for (int64_t i = i0; i < i1; ++i) {
+    V p[JV];
+    for (int v = V0; v < JV; ++v) p[v] = vload(P + i * ldp + j0 + v * W);
+    for (int a = 0; a < kTileRows; ++a) {
+      const T xa = x[a * ldx + i];
+      for (int v = V0; v < JV; ++v) acc[a][v] += xa * p[v];
+    }
+  }
+}
+
+// q[a] += ||x[a] P[:, group]||^2 with the group's rows cut into segments by vhi (see Plan).
+template <typename T, int JV>
+FL_ALWAYS_INLINE void tri_tile_segmented(const T* x, int64_t ldx, const T* P, int64_t ldp, int64_t lo,
+                                         const int32_t* vhi, int64_t j0, vec_t<T>* q) {
+  using V = vec_t<T>;
+  V acc[kTileRows][JV];
+  for (int a = 0; a < kTileRows; ++a)
+    for (int v = 0; v < JV; ++v) acc[a][v] = V{};
+  tri_rows<T, JV, 0>(x, ldx, P, ldp, lo, vhi[0], j0, acc);
+  if constexpr (JV > 1) tri_rows<T, JV, 1>(x, ldx, P, ldp, vhi[0], vhi[1], j0, acc);
+  if constexpr (JV > 2) tri_rows<T, JV, 2>(x, ldx, P, ldp, vhi[1], vhi[2], j0, acc);
+  for (int a = 0; a < kTileRows; ++a)
+    for (int v = 0; v < JV; ++v) q[a] += acc[a][v] * acc[a][v];
+}
+
+// q[a] = ||xc[a] P||^2 for the nbp (multiple of 4) rows of xc, or z = xc P when z is given.
+template <typename T>
+FL_ALWAYS_INLINE void triangular_product(const Plan<T>& p, const T* xc, int64_t nbp, const T* P, const int32_t* lo,
+                                         const int32_t* hi, const int32_t* vhi, T* q, T* z) {
+  using V = vec_t<T>;
+  constexpr int W = vec_width<T>;
+  const int64_t Dp = p.Dp, G = static_cast<int64_t>(p.group_start.size());
+  for (int64_t a0 = 0; a0 < nbp; a0 += kTileRows) {
+    V qa[kTileRows] = {};
+    const T* x = xc + a0 * Dp;
+    T* za = z ? z + a0 * Dp : nullptr;
+    for (int64_t g = 0; g < G; ++g) {
+      const int64_t j0 = static_cast<int64_t>(p.group_start[g]) * W;
+      if (za) {
+        switch (p.group_vecs[g]) {
+          case 3: tri_tile<T, 3>(x, Dp, P, Dp, lo[g], hi[g], j0, qa, za, Dp); break;
+          case 2: tri_tile<T, 2>(x, Dp, P, Dp, lo[g], hi[g], j0, qa, za, Dp); break;
+          default: tri_tile<T, 1>(x, Dp, P, Dp, lo[g], hi[g], j0, qa, za, Dp); break;
+        }
+      } else {
+        const int32_t* vh = vhi + g * kTileVecs;
+        switch (p.group_vecs[g]) {
+          case 3: tri_tile_segmented<T, 3>(x, Dp, P, Dp, lo[g], vh, j0, qa); break;
+          case 2: tri_tile_segmented<T, 2>(x, Dp, P, Dp, lo[g], vh, j0, qa); break;
+          default: tri_tile_segmented<T, 1>(x, Dp, P, Dp, lo[g], vh, j0, qa); break;
+        }
+      }
+    }
+    if (!z)
+      for (int a = 0; a < kTileRows; ++a) q[a0 + a] = vsum<T>(qa[a]);
+  }
+}
+
+// S[i0 + a, j0 : j0 + JV W] += sum_n r[n, i0 + a] * x[n, j0 : ...], n over the block's rows.
+template <typename T, int JV>
+FL_ALWAYS_INLINE void scatter_tile(const T* r, int64_t ldr, const T* x, int64_t ldx, int64_t nbp, int64_t i0,
+                                   int64_t j0, double* S, int64_t lds) {
+  using V = vec_t<T>;
+  constexpr int W = vec_width<T>;
+  V acc[kTileRows][JV];
+  for (int a = 0; a < kTileRows; ++a)
+    for (int v = 0; v < JV; ++v) acc[a][v] = V{};
+  for (int64_t n = 0; n < nbp; ++n) {
+    V xv[JV];
+    for (int v = 0; v < JV; ++v) xv[v] = vload(x + n * ldx + j0 + v * W);
+    for (int a = 0; a < kTileRows; ++a) {
+      const T ra = r[n * ldr + i0 + a];
+      for (int v = 0; v < JV; ++v) acc[a][v] += ra * xv[v];
+    }
+  }
+  for (int a = 0; a < kTileRows; ++a)
+    for (int v = 0; v < JV; ++v)
+      for (int l = 0; l < W; ++l) S[(i0 + a) * lds + j0 + v * W + l] += static_cast<double>(acc[a][v][l]);
+}
+
+// xc[a, :] = X[n0 + a, :] - mu (mu may be null), zero-padded to Dp columns and nbp rows.
+template <typename T>
+FL_ALWAYS_INLINE void load_centered(const Plan<T>& p, int64_t n0, int64_t nb, int64_t nbp, const T* mu, T* xc) {
+  const int64_t D = p.D, Dp = p.Dp;
+  for (int64_t a = 0; a < nb; ++a) {
+    const T* x = p.X + (n0 + a) * D;
+    T* o = xc + a * Dp;
+    if (mu) {
+#pragma omp simd
+      for (int64_t i = 0; i < D; ++i) o[i] = x[i] - mu[i];
+    } else {
+#pragma omp simd
+      for (int64_t i = 0; i < D; ++i) o[i] = x[i];
+    }
+    for (int64_t i = D; i < Dp; ++i) o[i] = T(0);
+  }
+  for (int64_t a = nb; a < nbp; ++a)
+    for (int64_t i = 0; i < Dp; ++i) xc[a * Dp + i] = T(0);
+}
+
+template <typename T>
+FL_ALWAYS_INLINE void run_blocks(const Plan<T>& p, int64_t blk0, int64_t blk1, Partial& part) {
+  constexpr int W = vec_width<T>;
+  const int64_t N = p.N, D = p.D, Dp = p.Dp, K = p.K, B = p.B;
+  const int64_t G = static_cast<int64_t>(p.group_start.size());
+  std::vector<T> xc(static_cast<size_t>(B * Dp)), rc(static_cast<size_t>(B * Dp));
+  std::vector<T> z(p.cov == Covariance::tied ? static_cast<size_t>(B * Dp) : 0);
+  std::vector<T> w(static_cast<size_t>(K * B)), q(static_cast<size_t>(std::max(B, Dp)));
+  std::vector<T> mx(static_cast<size_t>(B)), sx(static_cast<size_t>(B));
+  const bool diag = p.cov == Covariance::diag;
+  std::vector<T> A(diag ? static_cast<size_t>(B * 2 * Dp) : 0), dist(diag ? static_cast<size_t>(kTileRows * p.Kp) : 0);
+  std::vector<T> rt(diag ? static_cast<size_t>(B * p.Kq) : 0);
+  for (int64_t blk = blk0; blk < blk1; ++blk) {
+    const int64_t n0 = blk * B, nb = std::min(B, N - n0), nbp = round_up(nb, kTileRows);
+    // 1. w[k, a] = offset_k - ||(x_a - mu_k) P_k||^2 / 2
+    if (p.cov == Covariance::full) {
+      for (int64_t k = 0; k < K; ++k) {
+        load_centered(p, n0, nb, nbp, p.means + k * D, xc.data());
+        triangular_product(p, xc.data(), nbp, p.P.data() + k * Dp * Dp, p.lo.data() + k * G, p.hi.data() + k * G,
+                           p.vhi.data() + k * G * kTileVecs, q.data(), static_cast<T*>(nullptr));
+        const T off = p.offset[k];
+        T* wk = w.data() + k * B;
+        for (int64_t a = 0; a < nb; ++a) wk[a] = off - T(0.5) * q[a];
+      }
+    } else if (p.cov == Covariance::tied) {
+      load_centered(p, n0, nb, nbp, static_cast<const T*>(nullptr), xc.data());
+      triangular_product(p, xc.data(), nbp, p.P.data(), p.lo.data(), p.hi.data(), p.vhi.data(), q.data(), z.data());
+      for (int64_t k = 0; k < K; ++k) {
+        const T* b = p.tied_b.data() + k * Dp;
+        const T off = p.offset[k];
+        T* wk = w.data() + k * B;
+        for (int64_t a = 0; a < nb; ++a) {
+          const T* za = z.data() + a * Dp;
+          T s = 0;
+#pragma omp simd reduction(+ : s)
+          for (int64_t j = 0; j < Dp; ++j) s += (za[j] - b[j]) * (za[j] - b[j]);
+          wk[a] = off - T(0.5) * s;
+        }
+      }
+    } else {
+      const int64_t L = 2 * Dp, Kp = p.Kp;
+      for (int64_t a = 0; a < nbp; ++a) {
+        T* row = A.data() + a * L;
+        if (a >= nb) {
+          for (int64_t i = 0; i < L; ++i) row[i] = T(0);
+          continue;
+        }
+        const T* x = p.X + (n0 + a) * D;
+#pragma omp simd
+        for (int64_t i = 0; i < D; ++i) {
+          const T xs = x[i] - p.diag_c[i];
+          row[i] = xs * xs;
+          row[Dp + i] = xs;
+        }
+        for (int64_t i = D; i < Dp; ++i) row[i] = row[Dp + i] = T(0);
+      }
+      for (int64_t a0 = 0; a0 < nbp; a0 += kTileRows) {
+        const T* Aa = A.data() + a0 * L;
+        // (No lambdas here: they would not inherit the target clone's instruction set.)
+        for (int64_t v = 0; v < Kp / W; v += kTileVecs) {
+          const int64_t j0 = v * W;
+          switch (std::min<int64_t>(kTileVecs, Kp / W - v)) {
+            case 3: tri_tile<T, 3>(Aa, L, p.diag_bt.data(), Kp, 0, L, j0, nullptr, dist.data(), Kp); break;
+            case 2: tri_tile<T, 2>(Aa, L, p.diag_bt.data(), Kp, 0, L, j0, nullptr, dist.data(), Kp); break;
+            default: tri_tile<T, 1>(Aa, L, p.diag_bt.data(), Kp, 0, L, j0, nullptr, dist.data(), Kp); break;
+          }
+        }
+        const int64_t rows = std::min<int64_t>(kTileRows, nb - a0);
+        for (int64_t a = 0; a < rows; ++a)
+          for (int64_t k = 0; k < K; ++k) w[k * B + a0 + a] = p.diag_off[k] - T(0.5) * dist[a * Kp + k];
+      }
+    }
+    // 2. per point: outputs, log-sum-exp, responsibilities (in place of w). The loops run
+    // over the block's points (contiguous in w) so they vectorise, exp included.
+    if (p.labels)
+      for (int64_t a = 0; a < nb; ++a) {
+        T m = w[a];
+        int64_t arg = 0;
+        for (int64_t k = 1; k < K; ++k)
+          if (w[k * B + a] > m) m = w[k * B + a], arg = k;
+        p.labels[n0 + a] = arg;
+      }
+    if (p.log_prob)
+      for (int64_t a = 0; a < nb; ++a)
+        for (int64_t k = 0; k < K; ++k) p.log_prob[(n0 + a) * K + k] = w[k * B + a];
+    if (p.stats || p.log_norm) {
+      T* m = mx.data();
+      T* s = sx.data();
+      for (int64_t a = 0; a < nb; ++a) m[a] = w[a], s[a] = T(0);
+      for (int64_t k = 1; k < K; ++k) {
+        const T* wk = w.data() + k * B;
+#pragma omp simd
+        for (int64_t a = 0; a < nb; ++a) m[a] = wk[a] > m[a] ? wk[a] : m[a];
+      }
+      for (int64_t k = 0; k < K; ++k) {
+        T* wk = w.data() + k * B;
+        // Responsibilities below exp(flush_below) become 0: they change no sum at this
+        // precision, and as subnormal factors in the scatter they would cost microcode assists.
+#pragma omp simd
+        for (int64_t a = 0; a < nb; ++a) {
+          const T d = wk[a] - m[a];
+          const T e = d < flush_below<T>() ? T(0) : exp_acc(d);
+          wk[a] = e;
+          s[a] += e;
+        }
+      }
+      double ll = 0;
+      for (int64_t a = 0; a < nb; ++a) {
+        const T lse = m[a] + std::log(s[a]);
+        if (p.log_norm) p.log_norm[n0 + a] = lse;
+        ll += static_cast<double>(lse);
+        s[a] = T(1) / s[a];
+      }
+      part.loglik += ll;
+      if (p.stats)
+        for (int64_t k = 0; k < K; ++k) {
+          T* wk = w.data() + k * B;
+#pragma omp simd
+          for (int64_t a = 0; a < nb; ++a) wk[a] *= s[a];
+        }
+    }
+    if (!p.stats) continue;
+    // 3. statistics
+    for (int64_t k = 0; k < K; ++k) {
+      T* r = w.data() + k * B;
+      for (int64_t a = nb; a < nbp; ++a) r[a] = T(0);
+      double sr = 0;
+      for (int64_t a = 0; a < nb; ++a) sr += static_cast<double>(r[a]);
+      part.nk[k] += sr;
+      const T* mu = p.means + k * D;
+      double* s1 = part.s1.data() + k * Dp;
+      if (p.cov == Covariance::full) {
+        load_centered(p, n0, nb, nbp, mu, xc.data());
+        std::vector<T>& rcv = rc;
+        T* rcp = rcv.data();
+        T* s1b = q.data();  // this block's sum of r xc, before it meets the float64 total
+        for (int64_t i = 0; i < Dp; ++i) s1b[i] = T(0);
+        for (int64_t a = 0; a < nbp; ++a) {
+          const T ra = r[a];
+#pragma omp simd
+          for (int64_t i = 0; i < Dp; ++i) {
+            const T v = ra * xc[a * Dp + i];
+            rcp[a * Dp + i] = v;
+            s1b[i] += v;
+          }
+        }
+        for (int64_t i = 0; i < D; ++i) s1[i] += static_cast<double>(s1b[i]);
+        double* S = part.s2.data() + k * Dp * Dp;
+        for (int64_t i0 = 0; i0 < D; i0 += kTileRows) {
+          for (int64_t g = 0; g < G; ++g) {
+            const int64_t j0 = static_cast<int64_t>(p.group_start[g]) * W;
+            if (j0 + static_cast<int64_t>(p.group_vecs[g]) * W <= i0) continue;  // below the diagonal
+            switch (p.group_vecs[g]) {
+              case 3: scatter_tile<T, 3>(rcp, Dp, xc.data(), Dp, nbp, i0, j0, S, Dp); break;
+              case 2: scatter_tile<T, 2>(rcp, Dp, xc.data(), Dp, nbp, i0, j0, S, Dp); break;
+              default: scatter_tile<T, 1>(rcp, Dp, xc.data(), Dp, nbp, i0, j0, S, Dp); break;
+            }
+          }
+        }
+      } else if (!diag) {  // tied: first moments only
+        for (int64_t a = 0; a < nb; ++a) {
+          const T* x = p.X + (n0 + a) * D;
+          const double ra = static_cast<double>(r[a]);
+#pragma omp simd
+          for (int64_t i = 0; i < D; ++i) s1[i] += ra * static_cast<double>(x[i] - mu[i]);
+        }
+      }
+    }
+    if (diag) {  // both moments about c at once: (K x B) r^T times [(x - c)^2, x - c]
+      const int64_t Kq = p.Kq, L = 2 * Dp;
+      for (int64_t a = 0; a < nbp; ++a)
+        for (int64_t k = 0; k < Kq; ++k) rt[a * Kq + k] = (k < K && a < nb) ? w[k * B + a] : T(0);
+      for (int64_t k0 = 0; k0 < K; k0 += kTileRows) {
+        for (int64_t v = 0; v < L / W; v += kTileVecs) {
+          const int64_t j0 = v * W;
+          switch (std::min<int64_t>(kTileVecs, L / W - v)) {
+            case 3: scatter_tile<T, 3>(rt.data(), Kq, A.data(), L, nbp, k0, j0, part.s2.data(), L); break;
+            case 2: scatter_tile<T, 2>(rt.data(), Kq, A.data(), L, nbp, k0, j0, part.s2.data(), L); break;
+            default: scatter_tile<T, 1>(rt.data(), Kq, A.data(), L, nbp, k0, j0, part.s2.data(), L); break;
+          }
+        }
+      }
+    }
+  }
+}
+
+FL_MULTIVERSION void run_blocks_f32(const Plan<float>& p, int64_t b0, int64_t b1, Partial& part) {
+  run_blocks(p, b0, b1, part);
+}
+FL_MULTIVERSION void run_blocks_f64(const Plan<double>& p, int64_t b0, int64_t b1, Partial& part) {
+  run_blocks(p, b0, b1, part);
+}
+void run_blocks_any(const Plan<float>& p, int64_t b0, int64_t b1, Partial& part) { run_blocks_f32(p, b0, b1, part); }
+void run_blocks_any(const Plan<double>& p, int64_t b0, int64_t b1, Partial& part) { run_blocks_f64(p, b0, b1, part); }
+
+void check_out(const std::optional<View>& v, std::vector<int64_t> shape, DType dtype, const char* what) {
+  if (!v) return;
+  FL_CHECK_TYPE(v->dtype == dtype, "gaussian_mixture_pass: output '", v->name, "' must have dtype ",
+                dtype_name(dtype), " (", what, ").");
+  FL_CHECK(v->shape == shape, "gaussian_mixture_pass: output '", v->name, "' has the wrong shape (", what, ").");
+  check_contiguous(*v, "gaussian_mixture_pass");
+  FL_CHECK(v->device == Device::cpu, "gaussian_mixture_pass: output '", v->name, "' must be on the CPU.");
+}
+
+template <typename T>
+double run(const View& X, const View& means, const View& prec, const View& offset, Covariance cov,
+           const PassOutputs& out) {
+  constexpr int W = vec_width<T>;
+  Plan<T> p;
+  p.N = X.size(0), p.D = X.size(1), p.K = means.size(0), p.cov = cov;
+  p.Dp = round_up(p.D, W);
+  p.X = X.ptr<T>(), p.means = means.ptr<T>();
+  const int64_t D = p.D, Dp = p.Dp, K = p.K;
+  // Points per block: ~16 KiB of centred data; a multiple of the tile height.
+  p.B = std::clamp<int64_t>(16384 / (Dp * static_cast<int64_t>(sizeof(T))), 8, 256) / kTileRows * kTileRows;
+  p.offset.assign(offset.ptr<T>(), offset.ptr<T>() + K);
+  const int64_t nvec = Dp / W;
+  for (int64_t v = 0; v < nvec; v += kTileVecs) {
+    p.group_start.push_back(static_cast<int32_t>(v));
+    p.group_vecs.push_back(static_cast<int32_t>(std::min<int64_t>(kTileVecs, nvec - v)));
+  }
+  const int64_t G = static_cast<int64_t>(p.group_start.size());
+  const T* src = prec.ptr<T>();
+  if (cov == Covariance::diag) {
+    p.P.assign(static_cast<size_t>(K * Dp), T(0));
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t i = 0; i < D; ++i) p.P[k * Dp + i] = src[k * D + i] * src[k * D + i];
+    p.Kp = round_up(K, W);
+    p.Kq = round_up(K, kTileRows);
+    p.diag_c.assign(static_cast<size_t>(Dp), T(0));
+    for (int64_t i = 0; i < D; ++i) {
+      double c = 0;
+      for (int64_t k = 0; k < K; ++k) c += static_cast<double>(p.means[k * D + i]);
+      p.diag_c[i] = static_cast<T>(c / static_cast<double>(K));
+    }
+    p.diag_bt.assign(static_cast<size_t>(2 * Dp * p.Kp), T(0));
+    p.diag_off.assign(static_cast<size_t>(K), T(0));
+    for (int64_t k = 0; k < K; ++k) {
+      double extra = 0;
+      for (int64_t i = 0; i < D; ++i) {
+        const T p2 = p.P[k * Dp + i];
+        const T m = p.means[k * D + i] - p.diag_c[i];
+        p.diag_bt[i * p.Kp + k] = p2;
+        p.diag_bt[(Dp + i) * p.Kp + k] = T(-2) * m * p2;
+        extra += static_cast<double>(p2) * static_cast<double>(m) * static_cast<double>(m);
+      }
+      p.diag_off[k] = static_cast<T>(static_cast<double>(p.offset[k]) - 0.5 * extra);
+    }
+  } else {
+    const int64_t nmat = cov == Covariance::full ? K : 1;
+    p.P.assign(static_cast<size_t>(nmat * Dp * Dp), T(0));
+    p.lo.assign(static_cast<size_t>(nmat * G), 0);
+    p.hi.assign(static_cast<size_t>(nmat * G), 0);
+    p.vhi.assign(static_cast<size_t>(nmat * G * kTileVecs), 0);
+    for (int64_t k = 0; k < nmat; ++k) {
+      for (int64_t i = 0; i < D; ++i)
+        for (int64_t j = 0; j < D; ++j) p.P[(k * Dp + i) * Dp + j] = src[(k * D + i) * D + j];
+      for (int64_t g = 0; g < G; ++g) {
+        const int64_t c0 = p.group_start[g] * W, c1 = std::min(D, c0 + p.group_vecs[g] * W);
+        int64_t lo = D, hi = 0;
+        for (int64_t i = 0; i < D; ++i)
+          for (int64_t j = c0; j < c1; ++j)
+            if (p.P[(k * Dp + i) * Dp + j] != T(0)) lo = std::min(lo, i), hi = std::max(hi, i + 1);
+        p.lo[k * G + g] = static_cast<int32_t>(std::min(lo, hi));
+        p.hi[k * G + g] = static_cast<int32_t>(hi);
+        // Per-vector row ranges; segmented only when they share the start and nest.
+        int32_t* vh = p.vhi.data() + (k * G + g) * kTileVecs;
+        bool nested = true;
+        int64_t prev_hi = 0;
+        for (int64_t v = 0; v < kTileVecs; ++v) {
+          vh[v] = static_cast<int32_t>(hi);
+          if (v >= p.group_vecs[g]) continue;
+          const int64_t v0 = c0 + v * W, v1 = std::min(D, v0 + W);
+          int64_t vlo = D, vhi_ = 0;
+          for (int64_t i = 0; i < D; ++i)
+            for (int64_t j = v0; j < v1; ++j)
+              if (p.P[(k * Dp + i) * Dp + j] != T(0)) vlo = std::min(vlo, i), vhi_ = std::max(vhi_, i + 1);
+          if (v0 >= D) vlo = lo, vhi_ = prev_hi;  // a padding vector: nothing to add
+          if (vlo != lo && vhi_ > 0) nested = false;
+          if (vhi_ < prev_hi) nested = false;
+          vh[v] = static_cast<int32_t>(std::max(vhi_, prev_hi));
+          prev_hi = vh[v];
+        }
+        if (!nested)
+          for (int64_t v = 0; v < kTileVecs; ++v) vh[v] = static_cast<int32_t>(hi);
+        else
+          vh[p.group_vecs[g] - 1] = static_cast<int32_t>(hi);
+      }
+    }
+    if (cov == Covariance::tied) {  // b_k = mu_k P, as scikit-learn subtracts it
+      p.tied_b.assign(static_cast<size_t>(K * Dp), T(0));
+      for (int64_t k = 0; k < K; ++k)
+        for (int64_t j = 0; j < D; ++j) {
+          T s = 0;
+          for (int64_t i = 0; i < D; ++i) s += p.means[k * D + i] * p.P[i * Dp + j];
+          p.tied_b[k * Dp + j] = s;
+        }
+    }
+  }
+  if (out.log_prob) p.log_prob = out.log_prob->ptr<T>();
+  if (out.log_norm) p.log_norm = out.log_norm->ptr<T>();
+  if (out.labels) p.labels = out.labels->ptr<int64_t>();
+  p.stats = out.nk.has_value();
+
+  const int64_t s2_size = cov == Covariance::full ? K * Dp * Dp : cov == Covariance::diag ? p.Kq * 2 * Dp : 0;
+  const int64_t nblocks = (p.N + p.B - 1) / p.B;
+  std::vector<Partial> parts(static_cast<size_t>(std::max(1, omp_get_max_threads())));
+  for (Partial& part : parts) {
+    if (!p.stats) continue;
+    part.nk.assign(static_cast<size_t>(K), 0.0);
+    part.s1.assign(static_cast<size_t>(K * Dp), 0.0);
+    part.s2.assign(static_cast<size_t>(s2_size), 0.0);
+  }
+  const int64_t work_per_block = p.B * K * (cov == Covariance::diag ? D : D * D);
+  parallel_for(nblocks, work_per_block, [&](int64_t b0, int64_t b1) {
+    run_blocks_any(p, b0, b1, parts[static_cast<size_t>(omp_get_thread_num())]);
+  });
+
+  double loglik = 0.0;
+  for (const Partial& part : parts) loglik += part.loglik;
+  if (p.stats) {
+    double* nk = out.nk->ptr<double>();
+    double* s1 = out.s1->ptr<double>();
+    std::fill(nk, nk + K, 0.0);
+    std::fill(s1, s1 + K * D, 0.0);
+    for (const Partial& part : parts)
+      for (int64_t k = 0; k < K; ++k) {
+        nk[k] += part.nk[k];
+        for (int64_t i = 0; i < D; ++i) s1[k * D + i] += part.s1[k * Dp + i];
+      }
+    if (cov == Covariance::full) {
+      double* s2 = out.s2->ptr<double>();
+      std::fill(s2, s2 + K * D * D, 0.0);
+      for (const Partial& part : parts)
+        for (int64_t k = 0; k < K; ++k)
+          for (int64_t i = 0; i < D; ++i)
+            for (int64_t j = i; j < D; ++j) s2[(k * D + i) * D + j] += part.s2[(k * Dp + i) * Dp + j];
+      for (int64_t k = 0; k < K; ++k)
+        for (int64_t i = 0; i < D; ++i)
+          for (int64_t j = 0; j < i; ++j) s2[(k * D + i) * D + j] = s2[(k * D + j) * D + i];
+    } else if (cov == Covariance::diag) {
+      // Moments about c, summed over threads, moved to the current means:
+      // sum r (x - mu) = m1 - nk (mu - c); sum r (x - mu)^2 = m2 - 2 (mu - c) m1 + nk (mu - c)^2.
+      const int64_t L = 2 * Dp;
+      std::vector<double> M(static_cast<size_t>(p.Kq * L), 0.0);
+      for (const Partial& part : parts)
+        for (size_t j = 0; j < M.size(); ++j) M[j] += part.s2[j];
+      double* s2 = out.s2->ptr<double>();
+      for (int64_t k = 0; k < K; ++k)
+        for (int64_t i = 0; i < D; ++i) {
+          const double m = static_cast<double>(p.means[k * D + i]) - static_cast<double>(p.diag_c[i]);
+          const double m1 = M[k * L + Dp + i], m2 = M[k * L + i];
+          s1[k * D + i] = m1 - nk[k] * m;
+          s2[k * D + i] = m2 - 2.0 * m * m1 + nk[k] * m * m;
+        }
+    }
+  }
+  return loglik;
+}
+
+}  // namespace
+
+double gaussian_mixture_pass(const View& X, const View& means, const View& prec_chol, const View& offset,
+                             int covariance, const PassOutputs& out) {
+  const char* op = "gaussian_mixture_pass";
+  FL_CHECK(covariance >= 0 && covariance <= 2, op, ": covariance code must be 0 (full), 1 (tied) or 2 (diag).");
+  const Covariance cov = static_cast<Covariance>(covariance);
+  check_dtype(X, {DType::f32, DType::f64}, op);
+  for (const View* v : {&X, &means, &prec_chol, &offset}) {
+    FL_CHECK_TYPE(v->dtype == X.dtype, op, ": argument '", v->name, "' must have the dtype of X (",
+                  dtype_name(X.dtype), ").");
+    check_contiguous(*v, op);
+    FL_CHECK(v->device == Device::cpu, op, ": argument '", v->name, "' must be on the CPU.");
+  }
+  FL_CHECK(X.ndim() == 2, op, ": X must be 2-D (n_samples, n_features).");
+  const int64_t N = X.size(0), D = X.size(1);
+  FL_CHECK(means.ndim() == 2 && means.size(1) == D, op, ": means must be (n_components, ", D, ").");
+  const int64_t K = means.size(0);
+  FL_CHECK(K >= 1 && D >= 1, op, ": need at least one component and one feature.");
+  const std::vector<int64_t> want_prec =
+      cov == Covariance::full ? std::vector<int64_t>{K, D, D}
+                              : cov == Covariance::tied ? std::vector<int64_t>{D, D} : std::vector<int64_t>{K, D};
+  FL_CHECK(prec_chol.shape == want_prec, op, ": precisions_cholesky has the wrong shape for this covariance type.");
+  FL_CHECK(offset.ndim() == 1 && offset.size(0) == K, op, ": offset must have shape (n_components,).");
+  check_out(out.log_prob, {N, K}, X.dtype, "n_samples x n_components");
+  check_out(out.log_norm, {N}, X.dtype, "n_samples");
+  check_out(out.labels, {N}, DType::i64, "n_samples");
+  FL_CHECK(out.nk.has_value() == out.s1.has_value(), op, ": nk and s1 go together.");
+  if (out.nk) {
+    check_out(out.nk, {K}, DType::f64, "n_components");
+    check_out(out.s1, {K, D}, DType::f64, "n_components x n_features");
+    if (cov == Covariance::full) {
+      FL_CHECK(out.s2.has_value(), op, ": full covariance statistics need s2.");
+      check_out(out.s2, {K, D, D}, DType::f64, "n_components x n_features x n_features");
+    } else if (cov == Covariance::diag) {
+      FL_CHECK(out.s2.has_value(), op, ": diag covariance statistics need s2.");
+      check_out(out.s2, {K, D}, DType::f64, "n_components x n_features");
+    }
+  }
+  if (N == 0) return 0.0;
+  if (X.dtype == DType::f32) return run<float>(X, means, prec_chol, offset, cov, out);
+  return run<double>(X, means, prec_chol, offset, cov, out);
+}
+
+}  // namespace fl::mixture
