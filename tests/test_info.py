@@ -56,7 +56,7 @@ def test_console_script_runs():
 
 def test_bench_cli_runs_a_case_and_writes_json_and_plot(tmp_path, capsys):
     js, png = tmp_path / "r.json", tmp_path / "r.png"
-    assert main(["bench", "--quick", "--filter", "softmax fwd 32x1000", "--json", str(js), "--plot", str(png),
+    assert main(["bench", "--quick", "--filter", "softmax fwd (new output) 32x1000", "--json", str(js), "--plot", str(png),
                  "--min-time", "0.01", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "softmax fwd" in out and "torch.softmax" in out

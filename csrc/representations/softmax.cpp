@@ -63,11 +63,6 @@ FL_ALWAYS_INLINE void softmax_row(const T* x, T* y, int64_t n, std::vector<acc_t
   A m = neg_inf<A>(), s = 0;
   for (int64_t c = 0; c < chunks; ++c) {
     const int64_t b = c * kRowChunk, len = std::min(kRowChunk, n - b);
-    // Ask for the next chunk now, so memory streams it in while this one is in exp (the
-    // hardware prefetcher alone leaves memory idle during the compute-heavy loop).
-    const int64_t next_end = std::min(n, b + 2 * kRowChunk);
-    for (int64_t i = b + kRowChunk; i < next_end; i += 64 / static_cast<int64_t>(sizeof(T)))
-      __builtin_prefetch(x + i, 0, 3);
     const A cm = row_max(x + b, len);
     chunk_max[static_cast<size_t>(c)] = cm;
     if (cm == neg_inf<A>()) {  // all -inf (or empty): contributes nothing; y set to 0 (scaled later)

@@ -215,3 +215,22 @@ def test_gpu_opcheck_and_compile():
     torch.library.opcheck(torch.ops.fastlearn.softmax.default, (x, 1, False))
     f = torch.compile(lambda t: flops.softmax(t, -1), fullgraph=True)
     torch.testing.assert_close(f(x), torch.softmax(x, -1))
+
+
+@pytest.mark.parametrize("name", FUNCS)
+def test_out_argument_like_pytorch(name):
+    fl, th, _, _ = FUNCS[name]
+    x = torch.randn(33, 70)
+    out = torch.empty(33, 70)
+    assert fl(x, 1, out=out) is out
+    torch.testing.assert_close(out, th(x, 1))
+    resized = torch.empty(0)
+    fl(x, 0, out=resized)
+    torch.testing.assert_close(resized, th(x, 0))
+    strided = torch.empty(70, 33).T
+    fl(x, 1, out=strided)
+    torch.testing.assert_close(strided, th(x, 1))
+    with pytest.raises(TypeError, match="dtype torch.float64"):
+        fl(x, 1, out=torch.empty(33, 70, dtype=torch.float64))
+    with pytest.raises(RuntimeError, match="automatic differentiation"):
+        fl(x.requires_grad_(), 1, out=out)

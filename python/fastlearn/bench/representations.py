@@ -8,21 +8,27 @@ import torch
 from fastlearn.bench.core import Case
 
 
-def _softmax_case(rows, cols, log, quick, device="cpu"):
+def _softmax_case(rows, cols, log, quick, device="cpu", preallocated=True):
+    """preallocated: both libraries write into an existing tensor (out=), so the time is the
+    kernel's; otherwise each call allocates its output, and first-touch page faults of fresh
+    memory (the same for both) dominate at large sizes."""
     import fastlearn.ops as flops
 
     def setup():
         torch.manual_seed(0)
-        return torch.randn(rows, cols, device=device)
+        return torch.randn(rows, cols, device=device), torch.empty(rows, cols, device=device)
 
     fl = flops.log_softmax if log else flops.softmax
     ref = torch.log_softmax if log else torch.softmax
     name = "log_softmax" if log else "softmax"
+    if preallocated:
+        run_fl, run_ref = (lambda a: fl(a[0], -1, out=a[1])), (lambda a: ref(a[0], -1, out=a[1]))
+    else:
+        run_fl, run_ref = (lambda a: fl(a[0], -1)), (lambda a: ref(a[0], -1))
     return Case(
-        name=f"{name} fwd", shape=f"{rows}x{cols} f32", setup=setup,
-        fastlearn=lambda x: fl(x, -1), baseline=lambda x: ref(x, -1), baseline_name=f"torch.{name}",
-        bytes=2 * rows * cols * 4, flops=0, bound="memory", device=device, quick=quick,
-        notes="floor: read x once, write y once",
+        name=f"{name} fwd" + ("" if preallocated else " (new output)"), shape=f"{rows}x{cols} f32", setup=setup,
+        fastlearn=run_fl, baseline=run_ref, baseline_name=f"torch.{name}", bytes=2 * rows * cols * 4,
+        bound="memory", device=device, quick=quick, notes="floor: read x once, write y once",
     )
 
 
@@ -56,8 +62,9 @@ def cases(quick: bool = False) -> list[Case]:
     for cols in (1024, 4096, 16384, 65536):
         out.append(_softmax_case(total // cols, cols, False, quick=True))
     out.append(_softmax_case(total // 4096, 4096, True, quick=True))
+    out.append(_softmax_case(total // 4096, 4096, False, quick=True, preallocated=False))
     out.append(_softmax_bwd_case(total // 4096, 4096, quick=True))
-    out.append(_softmax_case(32, 1000, False, quick=True))  # small: call overhead dominates
+    out.append(_softmax_case(32, 1000, False, quick=True, preallocated=False))  # small: call overhead dominates
 
     n = 1 << 18 if quick else 1 << 20
 

@@ -162,21 +162,51 @@ def _prepare(x, dim, dtype, op):
     return x.contiguous(), dim % nd
 
 
-def softmax(input: torch.Tensor, dim: int, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """Drop-in for ``torch.softmax(input, dim, dtype=None)``: exp(x - max) / sum along ``dim``.
+def _write_out(x, d, log, out, op):
+    """out= semantics of torch.softmax: same dtype, resized to the input's shape, no autograd."""
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"{op}: argument 'out' must be a torch.Tensor, got {type(out).__name__}.")
+    if torch.is_grad_enabled() and (x.requires_grad or out.requires_grad):
+        raise RuntimeError(f"{op}(): functions with out=... arguments don't support automatic differentiation, "
+                           f"but one of the arguments requires grad; call it under torch.no_grad() or drop out=.")
+    if out.dtype != x.dtype:
+        raise TypeError(f"{op}: argument 'out' has dtype {out.dtype} but the result is {x.dtype}; "
+                        f"pass an out tensor of dtype {x.dtype}.")
+    if out.device != x.device:
+        raise ValueError(f"{op}: argument 'out' is on {out.device} but 'input' is on {x.device}.")
+    if out.shape != x.shape:
+        out.resize_(x.shape)
+    if out.is_contiguous() and direct_cpu_call_ok(x, out):
+        _C.softmax_forward(view(x, "input"), view(out, "out"), d, log)
+    else:
+        out.copy_(torch.ops.fastlearn.softmax(x, d, log))
+    return out
+
+
+def softmax(input: torch.Tensor, dim: int, dtype: torch.dtype | None = None, *,
+            out: torch.Tensor | None = None) -> torch.Tensor:
+    """Drop-in for ``torch.softmax(input, dim, dtype=None, *, out=None)``: exp(x - max) / sum
+    along ``dim``.
 
     Any floating dtype (float16/bfloat16 accumulate in float32), any dim, any length; a row of
-    all ``-inf`` gives NaN, as in PyTorch. Differentiable. The output is contiguous.
+    all ``-inf`` gives NaN, as in PyTorch. Differentiable. The output is contiguous; with
+    ``out=`` the result is written into it (no autograd, as in PyTorch).
     """
     x, d = _prepare(input, dim, dtype, "softmax")
+    if out is not None:
+        return _write_out(x, d, False, out, "softmax")
     if direct_cpu_call_ok(x):
         return _softmax_cpu_kernel(x, d, False)
     return torch.ops.fastlearn.softmax(x, d, False)
 
 
-def log_softmax(input: torch.Tensor, dim: int, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """Drop-in for ``torch.log_softmax(input, dim, dtype=None)``: x - max - log(sum(exp(x - max)))."""
+def log_softmax(input: torch.Tensor, dim: int, dtype: torch.dtype | None = None, *,
+                out: torch.Tensor | None = None) -> torch.Tensor:
+    """Drop-in for ``torch.log_softmax(input, dim, dtype=None, *, out=None)``:
+    x - max - log(sum(exp(x - max)))."""
     x, d = _prepare(input, dim, dtype, "log_softmax")
+    if out is not None:
+        return _write_out(x, d, True, out, "log_softmax")
     if direct_cpu_call_ok(x):
         return _softmax_cpu_kernel(x, d, True)
     return torch.ops.fastlearn.softmax(x, d, True)
