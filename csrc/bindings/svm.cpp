@@ -5,6 +5,7 @@
 #include <pybind11/stl.h>
 
 #include "../svm/fit.h"
+#include "fastlearn/cuda/svm.h"
 #include "registry.h"
 
 namespace py = pybind11;
@@ -65,4 +66,20 @@ FL_BINDINGS(svm) {
         py::arg("degree"), py::arg("tol"), py::arg("shrinking"), py::arg("max_iter"), py::arg("cache_mb"),
         py::arg("progress") = py::none(),
         "epsilon-SVR by SMO; returns 1 when it stopped at max_iter, else 0.");
+#if defined(FASTLEARN_WITH_CUDA)
+  m.def("svm_cuda_workspace_bytes", &fl::cuda::svm_workspace_bytes, py::arg("n"), py::arg("d"), py::arg("working_set"),
+        "Bytes of workspace svm_svc_fit_cuda needs.");
+  m.def("svm_svc_fit_cuda",
+        [](const fl::View& x, const fl::View& y, const fl::View& sample_c, const fl::View& alpha, const fl::View& grad,
+           const fl::View& workspace, const fl::View& result, int kernel, double gamma, double coef0, int degree,
+           double tol, int64_t max_iter, int64_t working_set) {
+          fl::cuda::SvmGpuOptions o{kernel, gamma, coef0, degree, tol, max_iter, working_set};
+          py::gil_scoped_release release;
+          return fl::cuda::svm_binary_fit(x, y, sample_c, alpha, grad, workspace, result, o);
+        },
+        py::arg("x"), py::arg("y"), py::arg("sample_c"), py::arg("alpha"), py::arg("grad"), py::arg("workspace"),
+        py::arg("result"), py::arg("kernel"), py::arg("gamma"), py::arg("coef0"), py::arg("degree"), py::arg("tol"),
+        py::arg("max_iter"), py::arg("working_set"),
+        "Binary C-SVC on the GPU by batched working-set SMO; returns the iterations run.");
+#endif
 }

@@ -4,7 +4,10 @@
 #include "kernel.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+
+#include <omp.h>
 
 #include "fastlearn/common.h"
 #include "fastlearn/math.h"
@@ -14,7 +17,7 @@
 namespace fl::svm {
 namespace {
 
-constexpr int64_t kParallelColumnWork = 1 << 19;  // multiply-adds per column worth two threads
+constexpr int64_t kParallelColumnWork = 1 << 18;  // multiply-adds per column that may be worth threads
 constexpr int64_t kLanes = 32;  // rows per panel; their dot products stay in registers (4 AVX2 vectors)
 
 // out[t] = kernel(dot(x_t, x_j)) for the rows of panels [p0, p1). A panel stores kLanes rows
@@ -118,7 +121,7 @@ KernelMatrix::KernelMatrix(const float* x, int64_t n, int64_t d, KernelSpec spec
   });
 }
 
-void KernelMatrix::column(int64_t j, float* out) const {
+void KernelMatrix::column(int64_t j, float* out, bool threads) const {
   if (spec_.kind == KernelKind::precomputed) {
     // LIBSVM's convention: the value for (t, j) is row j, entry t.
     const float* row = gram_ + j * n_;
@@ -139,9 +142,7 @@ void KernelMatrix::column(int64_t j, float* out) const {
     column_panels(panels_.data(), n_, d_, xjp, sq_norms_.data(), sq_j, static_cast<int>(spec_.kind),
                   static_cast<float>(spec_.gamma), static_cast<float>(spec_.coef0), spec_.degree, p0, p1, out);
   };
-  // Threads only for big columns: a parallel region per column costs microseconds, more
-  // when other processes share the cores. (Inside fill_all this runs on one thread.)
-  if (n_ * d_ >= kParallelColumnWork)
+  if (threads && worth_threads())
     parallel_for(n_panels, d_ * kLanes, body);
   else
     body(0, n_panels);
@@ -150,6 +151,7 @@ void KernelMatrix::column(int64_t j, float* out) const {
 
 ColumnCache::ColumnCache(const KernelMatrix& kernel, int64_t capacity_columns)
     : kernel_(kernel), n_(kernel.rows()), capacity_(std::max<int64_t>(2, std::min(capacity_columns, kernel.rows()))) {
+  mode_ = kernel.worth_threads() ? Mode::probing : Mode::serial;
   slot_of_.assign(static_cast<size_t>(n_), -1);
   column_of_.assign(static_cast<size_t>(capacity_), -1);
   prev_.assign(static_cast<size_t>(capacity_), -1);
@@ -171,6 +173,24 @@ void ColumnCache::touch(int32_t s) {
   if (tail_ < 0) tail_ = s;
 }
 
+bool KernelMatrix::worth_threads() const { return n_ * d_ >= kParallelColumnWork && omp_get_max_threads() > 1; }
+
+// The first misses alternate between one thread and all threads per column, timed; the rest
+// use the faster. A parallel region per column pays off on idle cores and loses badly when
+// other processes hold them (each region then waits for a descheduled thread).
+void ColumnCache::compute(int64_t j, float* out) {
+  if (mode_ != Mode::probing) {
+    kernel_.column(j, out, mode_ == Mode::threads);
+    return;
+  }
+  const bool threads = (probes_ & 1) != 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  kernel_.column(j, out, threads);
+  const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  probe_seconds_[threads] += dt;
+  if (++probes_ == 2 * kProbes) mode_ = probe_seconds_[1] < probe_seconds_[0] ? Mode::threads : Mode::serial;
+}
+
 const float* ColumnCache::get(int64_t j) {
   int32_t s = slot_of_[static_cast<size_t>(j)];
   if (s >= 0) {
@@ -188,7 +208,7 @@ const float* ColumnCache::get(int64_t j) {
   }
   column_of_[s] = j;
   slot_of_[static_cast<size_t>(j)] = s;
-  kernel_.column(j, data_[s].get());
+  compute(j, data_[s].get());
   touch(s);
   return data_[s].get();
 }
@@ -211,7 +231,7 @@ void ColumnCache::fill_all() {
   misses_ += static_cast<int64_t>(missing.size());
 #pragma omp parallel for schedule(dynamic, 8)
   for (int64_t m = 0; m < static_cast<int64_t>(missing.size()); ++m)
-    kernel_.column(missing[static_cast<size_t>(m)], data_[slots[static_cast<size_t>(m)]].get());
+    kernel_.column(missing[static_cast<size_t>(m)], data_[slots[static_cast<size_t>(m)]].get(), false);
 }
 
 }  // namespace fl::svm

@@ -26,8 +26,10 @@ class KernelMatrix {
   // x: n x d, row-major float32 (precomputed: the n x n Gram matrix K(X, X)).
   KernelMatrix(const float* x, int64_t n, int64_t d, KernelSpec spec);
   int64_t rows() const { return n_; }
-  // out[t] = K(x_t, x_j) for t in [0, n).
-  void column(int64_t j, float* out) const;
+  // out[t] = K(x_t, x_j) for t in [0, n); threads: split the rows over OpenMP threads.
+  void column(int64_t j, float* out, bool threads) const;
+  // Whether a column is big enough that threads might pay (and more than one is allowed).
+  bool worth_threads() const;
   // K(x_j, x_j), as the solver's quadratic coefficients need it.
   double diagonal(int64_t j) const { return diag_[static_cast<size_t>(j)]; }
 
@@ -57,6 +59,12 @@ class ColumnCache {
 
  private:
   void touch(int32_t slot);
+  void compute(int64_t j, float* out);
+  enum class Mode { probing, serial, threads };
+  static constexpr int kProbes = 8;  // timed misses per mode before choosing
+  Mode mode_ = Mode::serial;
+  int probes_ = 0;
+  double probe_seconds_[2] = {0.0, 0.0};
   const KernelMatrix& kernel_;
   int64_t n_, capacity_;
   std::vector<int32_t> slot_of_;     // per column: its slot, or -1

@@ -133,13 +133,17 @@ class BaseSVM(BaseEstimator):
 
         if self.device == "cpu":
             return False
+        named_kernel = not (callable(self.kernel) or self.kernel == "precomputed")
         if self.device == "cuda":
+            if not named_kernel:
+                raise RuntimeError(f"{type(self).__name__}(device='cuda'): precomputed and callable kernels run on "
+                                   "the CPU only; use device='cpu' or 'auto'.")
             if not cuda_available():
                 why = ("fastlearn was built without CUDA" if not _C.build_info()["cuda_built"]
                        else "torch sees no CUDA GPU")
                 raise RuntimeError(f"{type(self).__name__}(device='cuda'): {why}; use device='cpu' or 'auto'.")
             return True
-        return cuda_available() and n_samples >= GPU_MIN_SAMPLES
+        return named_kernel and cuda_available() and n_samples >= GPU_MIN_SAMPLES
 
     def _warn_from_fit_status(self):
         if self.fit_status_ == 1:
