@@ -38,10 +38,6 @@ int64_t cache_columns(double cache_mb, int64_t n) {
   return static_cast<int64_t>(bytes / (static_cast<double>(n) * sizeof(float)));
 }
 
-// When every column fits and the whole matrix is small, computing all of it at once (in
-// parallel over columns) beats computing columns one by one on demand.
-constexpr int64_t kFillAllMaxRows = 8192;
-
 }  // namespace
 
 int64_t svc_fit(const View& x, const View& class_start, const View& sample_c, const View& coef, const View& rho,
@@ -60,9 +56,10 @@ int64_t svc_fit(const View& x, const View& class_start, const View& sample_c, co
   check_out(objective, DType::f64, pairs);
   check_out(iterations, DType::i64, pairs);
 
+  // Columns are computed on demand and kept for every later pair: on digits the 45 pairs
+  // touch ~800 of the 1797 columns, each computed once (LIBSVM computes them per pair).
   KernelMatrix kernel(x.ptr<float>(), n, x.size(1), o.kernel);
   ColumnCache cache(kernel, cache_columns(o.cache_mb, n));
-  if (cache.capacity() >= n && n <= kFillAllMaxRows && k > 2) cache.fill_all();
   const double* cs = sample_c.ptr<double>();
   double* coef_out = coef.ptr<double>();
   std::fill(coef_out, coef_out + pairs * n, 0.0);

@@ -20,6 +20,41 @@ namespace {
 constexpr int64_t kParallelColumnWork = 1 << 18;  // multiply-adds per column that may be worth threads
 constexpr int64_t kLanes = 32;  // rows per panel; their dot products stay in registers (4 AVX2 vectors)
 
+// a[l] <- kernel(dot = a[l]) for one panel's kLanes rows (s: their squared norms).
+FL_ALWAYS_INLINE void transform_lanes(float* a, const float* s, float sq_j, int kind, float gamma, float coef0,
+                                      int degree) {
+  switch (static_cast<KernelKind>(kind)) {
+    case KernelKind::rbf:
+#pragma omp simd
+      for (int64_t l = 0; l < kLanes; ++l) {
+        float d2 = s[l] + sq_j - 2.0f * a[l];
+        d2 = d2 > 0.0f ? d2 : 0.0f;  // rounding can make a tiny distance negative
+        a[l] = exp_f32(-gamma * d2);
+      }
+      break;
+    case KernelKind::poly:
+#pragma omp simd
+      for (int64_t l = 0; l < kLanes; ++l) {
+        const float base = gamma * a[l] + coef0;
+        float r = 1.0f;
+        for (int e = 0; e < degree; ++e) r *= base;
+        a[l] = r;
+      }
+      break;
+    case KernelKind::sigmoid:
+#pragma omp simd
+      for (int64_t l = 0; l < kLanes; ++l) {
+        const float z = gamma * a[l] + coef0;
+        const float az = z < 0.0f ? -z : z;
+        const float th = 1.0f - 2.0f / (exp_f32(2.0f * az) + 1.0f);  // tanh(|z|)
+        a[l] = z < 0.0f ? -th : th;
+      }
+      break;
+    default:  // linear
+      break;
+  }
+}
+
 // out[t] = kernel(dot(x_t, x_j)) for the rows of panels [p0, p1). A panel stores kLanes rows
 // feature-major (d x kLanes, contiguous), so the loop over features streams memory
 // sequentially and each feature costs one load and one FMA per vector of rows.
@@ -37,43 +72,14 @@ FL_MULTIVERSION void column_panels(const float* panels, int64_t n, int64_t d, co
 #pragma omp simd
       for (int64_t l = 0; l < kLanes; ++l) a[l] += xk[l] * w;
     }
-    const float* s = sq + p * kLanes;  // padded to whole panels
-    switch (static_cast<KernelKind>(kind)) {
-      case KernelKind::rbf:
-#pragma omp simd
-        for (int64_t l = 0; l < kLanes; ++l) {
-          float d2 = s[l] + sq_j - 2.0f * a[l];
-          d2 = d2 > 0.0f ? d2 : 0.0f;  // rounding can make a tiny distance negative
-          a[l] = exp_f32(-gamma * d2);
-        }
-        break;
-      case KernelKind::poly:
-#pragma omp simd
-        for (int64_t l = 0; l < kLanes; ++l) {
-          const float base = gamma * a[l] + coef0;
-          float r = 1.0f;
-          for (int e = 0; e < degree; ++e) r *= base;
-          a[l] = r;
-        }
-        break;
-      case KernelKind::sigmoid:
-#pragma omp simd
-        for (int64_t l = 0; l < kLanes; ++l) {
-          const float z = gamma * a[l] + coef0;
-          const float az = z < 0.0f ? -z : z;
-          const float th = 1.0f - 2.0f / (exp_f32(2.0f * az) + 1.0f);  // tanh(|z|)
-          a[l] = z < 0.0f ? -th : th;
-        }
-        break;
-      default:  // linear
-        break;
-    }
+    transform_lanes(a, sq + p * kLanes, sq_j, kind, gamma, coef0, degree);
     const int64_t len = std::min(kLanes, n - p * kLanes);
     float* o = out + p * kLanes;
 #pragma omp simd
     for (int64_t l = 0; l < len; ++l) o[l] = a[l];
   }
 }
+
 
 double kernel_scalar(const KernelSpec& s, double dot, double sq_a, double sq_b) {
   switch (s.kind) {
@@ -107,18 +113,16 @@ KernelMatrix::KernelMatrix(const float* x, int64_t n, int64_t d, KernelSpec spec
   const int64_t n_panels = (n + kLanes - 1) / kLanes;
   panels_.assign(static_cast<size_t>(n_panels * kLanes * d), 0.0f);  // padding rows stay 0
   sq_norms_.assign(static_cast<size_t>(n_panels * kLanes), 0.0f);
-  parallel_for(n, d, [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; ++i) {
-      double sq = 0.0;
-      for (int64_t k = 0; k < d; ++k) {
-        const float v = static_cast<float>(x[i * d + k] - mean[static_cast<size_t>(k)]);
-        panels_[static_cast<size_t>(panel_index(i, k))] = v;
-        sq += static_cast<double>(v) * v;
-      }
-      sq_norms_[static_cast<size_t>(i)] = static_cast<float>(sq);
-      diag_[static_cast<size_t>(i)] = kernel_scalar(spec_, sq, sq, sq);
+  for (int64_t i = 0; i < n; ++i) {  // one pass over the data: not worth threads
+    double sq = 0.0;
+    for (int64_t k = 0; k < d; ++k) {
+      const float v = static_cast<float>(x[i * d + k] - mean[static_cast<size_t>(k)]);
+      panels_[static_cast<size_t>(panel_index(i, k))] = v;
+      sq += static_cast<double>(v) * v;
     }
-  });
+    sq_norms_[static_cast<size_t>(i)] = static_cast<float>(sq);
+    diag_[static_cast<size_t>(i)] = kernel_scalar(spec_, sq, sq, sq);
+  }
 }
 
 void KernelMatrix::column(int64_t j, float* out, bool threads) const {
@@ -211,27 +215,6 @@ const float* ColumnCache::get(int64_t j) {
   compute(j, data_[s].get());
   touch(s);
   return data_[s].get();
-}
-
-void ColumnCache::fill_all() {
-  if (capacity_ < n_) return;
-  std::vector<int64_t> missing;
-  for (int64_t j = 0; j < n_; ++j)
-    if (slot_of_[static_cast<size_t>(j)] < 0) missing.push_back(j);
-  // Assign slots serially, compute in parallel (each column on one thread).
-  std::vector<int32_t> slots(missing.size());
-  for (size_t m = 0; m < missing.size(); ++m) {
-    const int32_t s = static_cast<int32_t>(filled_++);  // capacity_ == n_: one free slot per missing column
-    data_[s].reset(new float[static_cast<size_t>(n_)]);
-    slots[m] = s;
-    column_of_[s] = missing[m];
-    slot_of_[static_cast<size_t>(missing[m])] = s;
-    touch(s);
-  }
-  misses_ += static_cast<int64_t>(missing.size());
-#pragma omp parallel for schedule(dynamic, 8)
-  for (int64_t m = 0; m < static_cast<int64_t>(missing.size()); ++m)
-    kernel_.column(missing[static_cast<size_t>(m)], data_[slots[static_cast<size_t>(m)]].get(), false);
 }
 
 }  // namespace fl::svm

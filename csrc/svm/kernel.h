@@ -52,8 +52,6 @@ class ColumnCache {
  public:
   ColumnCache(const KernelMatrix& kernel, int64_t capacity_columns);
   const float* get(int64_t j);
-  // Compute every column now, in parallel over columns (when all of them fit).
-  void fill_all();
   int64_t capacity() const { return capacity_; }
   int64_t misses() const { return misses_; }
 
