@@ -76,3 +76,21 @@ def test_verbose_shows_progress(capsys):
     X, y = datasets.load_iris(return_X_y=True)
     SVC(verbose=True).fit(X, y)
     assert "SVC fit" in capsys.readouterr().err
+
+
+def test_solver_can_be_interrupted(monkeypatch):
+    # The C++ solver polls Python (signals and progress) during and between sub-problems;
+    # an exception raised there (Ctrl-C arrives as KeyboardInterrupt) stops the fit.
+    from fastlearn.svm import _base
+
+    X, y = datasets.load_iris(return_X_y=True)
+    calls = []
+
+    def progress(self, done, iterations):
+        calls.append((done, iterations))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_base._Progress, "__call__", progress)
+    with pytest.raises(KeyboardInterrupt):
+        SVC().fit(X, y)
+    assert calls == [(1, -1)]  # stopped right after the first of the three pairs
