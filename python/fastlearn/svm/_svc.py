@@ -172,10 +172,12 @@ class SVC(ClassifierMixin, BaseSVM):
         pairs = [(a, b) for a in range(k) for b in range(a + 1, k)]
 
         def decide(K):
+            # R_c = K[:, SV of c] @ dual[:, SV of c].T, one product per class; then the value
+            # of pair (a, b) is R_a[:, b - 1] + R_b[:, a].
+            R = [K[:, starts[c]:starts[c + 1]] @ dual[:, starts[c]:starts[c + 1]].T for c in range(k)]
             out = np.empty((K.shape[0], len(pairs)))
             for p, (a, b) in enumerate(pairs):
-                sa, sb = slice(starts[a], starts[a + 1]), slice(starts[b], starts[b + 1])
-                out[:, p] = K[:, sa] @ dual[b - 1, sa] + K[:, sb] @ dual[a, sb]
+                out[:, p] = R[a][:, b - 1] + R[b][:, a]
             return out
 
         return self._raw_decision(X, decide, len(pairs)) + self._intercept_
