@@ -90,6 +90,16 @@ class SVR(RegressorMixin, BaseSVM):
         self._warn_from_fit_status()
         return self
 
+    @property
+    def coef_(self):
+        """Primal weights (linear kernel only): (1, n_features)."""
+        from sklearn.utils.validation import check_is_fitted
+
+        check_is_fitted(self)
+        if self.kernel != "linear":
+            raise AttributeError("coef_ is only available when using a linear kernel")
+        return self.dual_coef_ @ self.support_vectors_
+
     def predict(self, X):
         """Predicted targets, (n_samples,)."""
         X, device = self._validate_for_predict(X)
