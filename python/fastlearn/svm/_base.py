@@ -57,7 +57,7 @@ class _Progress:
         if iterations < 0:
             self.bar.update(done - self.bar.n)
         else:
-            self.bar.set_postfix(iterations=iterations, refresh=False)
+            self.bar.set_postfix(iterations=iterations)
 
     def close(self) -> None:
         if self.bar is not None:
