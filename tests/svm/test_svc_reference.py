@@ -144,3 +144,21 @@ def test_small_cache_same_solution():
     b = SVC(cache_size=500).fit(X, y)
     np.testing.assert_allclose(a.dual_objective_, b.dual_objective_, rtol=1e-6)
     np.testing.assert_array_equal(a.support_, b.support_)
+
+
+def test_threads_do_not_change_the_solution():
+    # 4500 x 64 is big enough for threaded kernel columns; each row's value is computed the
+    # same way whichever thread owns it, so one and two threads give the same model.
+    import fastlearn
+
+    X, y = datasets.make_classification(n_samples=4500, n_features=64, random_state=0)
+    before = fastlearn.get_num_threads()
+    try:
+        fastlearn.set_num_threads(1)
+        one = SVC(tol=1e-2).fit(X, y)
+        fastlearn.set_num_threads(2)
+        two = SVC(tol=1e-2).fit(X, y)
+    finally:
+        fastlearn.set_num_threads(before)
+    np.testing.assert_array_equal(one.support_, two.support_)
+    np.testing.assert_array_equal(one.dual_coef_, two.dual_coef_)
