@@ -79,6 +79,7 @@ int64_t svc_fit(const View& x, const View& class_start, const View& sample_c, co
       so.tol = o.tol;
       so.shrinking = o.shrinking;
       so.max_iter = o.max_iter;
+      so.cache_mb = o.cache_mb;
       if (o.poll) so.poll = [&, p](int64_t it) { o.poll(p, it); };
       const Solution sol = smo_solve(pb, cache, kernel, so);
       for (size_t t = 0; t < pb.row.size(); ++t) coef_out[p * n + pb.row[t]] = pb.y[t] * sol.alpha[t];
@@ -126,6 +127,7 @@ int64_t svr_fit(const View& x, const View& target, const View& sample_c, double 
   so.tol = o.tol;
   so.shrinking = o.shrinking;
   so.max_iter = o.max_iter;
+  so.cache_mb = o.cache_mb;
   if (o.poll) so.poll = [&](int64_t it) { o.poll(0, it); };
   const Solution sol = smo_solve(pb, cache, kernel, so);
   for (int64_t t = 0; t < n; ++t) coef.ptr<double>()[t] = sol.alpha[t] - sol.alpha[t + n];

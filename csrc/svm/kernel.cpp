@@ -125,6 +125,22 @@ KernelMatrix::KernelMatrix(const float* x, int64_t n, int64_t d, KernelSpec spec
   }
 }
 
+KernelMatrix::KernelMatrix(const KernelMatrix& base, const std::vector<int32_t>& rows)
+    : n_(static_cast<int64_t>(rows.size())), d_(base.d_), spec_(base.spec_) {
+  FL_CHECK(base.can_subset() && n_ > 0, "svm: internal error: cannot take a row subset of this kernel.");
+  const int64_t n_panels = (n_ + kLanes - 1) / kLanes;
+  panels_.assign(static_cast<size_t>(n_panels * kLanes * d_), 0.0f);
+  sq_norms_.assign(static_cast<size_t>(n_panels * kLanes), 0.0f);
+  diag_.resize(static_cast<size_t>(n_));
+  for (int64_t i = 0; i < n_; ++i) {
+    const int64_t r = rows[static_cast<size_t>(i)];
+    for (int64_t k = 0; k < d_; ++k)
+      panels_[static_cast<size_t>(panel_index(i, k))] = base.panels_[static_cast<size_t>(base.panel_index(r, k))];
+    sq_norms_[static_cast<size_t>(i)] = base.sq_norms_[static_cast<size_t>(r)];
+    diag_[static_cast<size_t>(i)] = base.diag_[static_cast<size_t>(r)];
+  }
+}
+
 void KernelMatrix::column(int64_t j, float* out, bool threads) const {
   if (spec_.kind == KernelKind::precomputed) {
     // LIBSVM's convention: the value for (t, j) is row j, entry t.

@@ -25,6 +25,10 @@ class KernelMatrix {
  public:
   // x: n x d, row-major float32 (precomputed: the n x n Gram matrix K(X, X)).
   KernelMatrix(const float* x, int64_t n, int64_t d, KernelSpec spec);
+  // The rows `rows` of `base`, in that order (not for precomputed kernels): the solver's
+  // compacted active set, so that columns cost the active rows only.
+  KernelMatrix(const KernelMatrix& base, const std::vector<int32_t>& rows);
+  bool can_subset() const { return spec_.kind != KernelKind::precomputed; }
   int64_t rows() const { return n_; }
   // out[t] = K(x_t, x_j) for t in [0, n); threads: split the rows over OpenMP threads.
   void column(int64_t j, float* out, bool threads) const;

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <memory>
 
 #include "fastlearn/common.h"
 #include "fastlearn/simd.h"
@@ -16,6 +17,7 @@
 namespace fl::svm {
 namespace {
 
+constexpr int64_t kCompactMinVariables = 8192;  // smaller problems keep every column in the cache
 constexpr double kTau = 1e-12;  // LIBSVM's TAU: quadratic coefficient floor
 constexpr double kInf = std::numeric_limits<double>::infinity();
 enum : int8_t { kLower = 0, kUpper = 1, kFree = 2 };
@@ -87,7 +89,7 @@ int64_t last_index_of(const double* buf, int64_t n, double value) {
 class Solver {
  public:
   Solver(const SubProblem& pb, ColumnCache& cache, const KernelMatrix& kernel, const SolverOptions& opt)
-      : cache_(cache), opt_(opt), m_(static_cast<int64_t>(pb.row.size())) {
+      : cache_(cache), kernel_(kernel), opt_(opt), m_(static_cast<int64_t>(pb.row.size())) {
     row_ = pb.row;
     y_.assign(pb.y.begin(), pb.y.end());
     buf_.resize(static_cast<size_t>(m_));
@@ -119,10 +121,7 @@ class Solver {
     while (true) {
       if (iter >= max_iter) {
         sol.converged = false;
-        if (active_ < m_) {
-          reconstruct_gradient();
-          active_ = m_;
-        }
+        unshrink_all();
         break;
       }
       if (--counter == 0) {
@@ -135,8 +134,7 @@ class Solver {
       if (!i_valid) select_i();
       int64_t j = select_j();
       if (j < 0) {
-        reconstruct_gradient();
-        active_ = m_;
+        unshrink_all();
         select_i();
         j = select_j();
         if (j < 0) break;
@@ -182,6 +180,7 @@ class Solver {
     std::swap(up_ok_[a], up_ok_[b]);
     std::swap(low_ok_[a], low_ok_[b]);
     std::swap(active_set_[a], active_set_[b]);
+    if (compact_) std::swap(kidx_[a], kidx_[b]);
   }
 
   // i = argmax over I_up of -y_t G_t (the last of equal maxima, as LIBSVM).
@@ -193,9 +192,9 @@ class Solver {
   // j by the second-order rule given i; -1 when the pair's gap is below tol (optimal).
   int64_t select_j() {
     if (i_ < 0) return -1;  // I_up empty: nothing violates
-    const float* Ki = cache_.get(row_[i_]);
+    const float* Ki = active_column(i_);
     double gmax2 = -kInf;
-    const double best = wss2_scores(G_.data(), y_.data(), row_.data(), low_ok_.data(), qd_.data(), Ki, qd_[i_],
+    const double best = wss2_scores(G_.data(), y_.data(), active_index(), low_ok_.data(), qd_.data(), Ki, qd_[i_],
                                     gmax_, active_, buf_.data(), &gmax2);
     const int64_t j = last_index_of(buf_.data(), active_, best);
     if (gmax_ + gmax2 < opt_.tol || j < 0) return -1;
@@ -205,12 +204,12 @@ class Solver {
   // The two-variable update of LIBSVM, then the gradient update over the active set fused
   // with the next choice of i, then G_bar where a variable entered or left its upper bound.
   void step(int64_t i, int64_t j) {
-    const float* Ki = cache_.get(row_[i]);
-    const float* Kj = cache_.get(row_[j]);
+    const float* Ki = active_column(i);
+    const float* Kj = active_column(j);
     const double Ci = C_[i], Cj = C_[j];
     const double old_ai = alpha_[i], old_aj = alpha_[j];
     const double yi = y_[i], yj = y_[j];
-    const double Qij = yi * yj * static_cast<double>(Ki[row_[j]]);
+    const double Qij = yi * yj * static_cast<double>(Ki[active_index()[j]]);
     double& ai = alpha_[i];
     double& aj = alpha_[j];
     if (yi != yj) {
@@ -278,19 +277,53 @@ class Solver {
     set_status(j);
 
     // G_t += Q_ti da_i + Q_tj da_j, and the next i = argmax over I_up of -y_t G_t.
-    gmax_ = update_gradient(G_.data(), y_.data(), row_.data(), up_ok_.data(), Ki, Kj, yi * dai, yj * daj, active_,
+    gmax_ = update_gradient(G_.data(), y_.data(), active_index(), up_ok_.data(), Ki, Kj, yi * dai, yj * daj, active_,
                             buf_.data());
     i_ = last_index_of(buf_.data(), active_, gmax_);
+    // G_bar needs the columns over all variables, shrunk ones included (as LIBSVM's
+    // get_Q(i, l)): the full-length columns of the shared cache.
     const int32_t* row = row_.data();
-
     if (ui != is_upper(i)) {
+      const float* Fi = cache_.get(row_[i]);
       const double c = (ui ? -Ci : Ci) * yi;
-      for (int64_t t = 0; t < m_; ++t) G_bar_[t] += c * y_[t] * static_cast<double>(Ki[row[t]]);
+      for (int64_t t = 0; t < m_; ++t) G_bar_[t] += c * y_[t] * static_cast<double>(Fi[row[t]]);
     }
     if (uj != is_upper(j)) {
+      const float* Fj = cache_.get(row_[j]);
       const double c = (uj ? -Cj : Cj) * yj;
-      for (int64_t t = 0; t < m_; ++t) G_bar_[t] += c * y_[t] * static_cast<double>(Kj[row[t]]);
+      for (int64_t t = 0; t < m_; ++t) G_bar_[t] += c * y_[t] * static_cast<double>(Fj[row[t]]);
     }
+  }
+
+  // Columns over the active variables. Once shrinking has left at most half of the rows
+  // active (large problems only), the active rows are copied into a compact KernelMatrix
+  // with a cache of its own: columns then cost the active rows only and many more fit in
+  // the cache, which is how LIBSVM keeps large problems cheap. kidx_ maps positions to
+  // compact rows; without compaction columns come from the shared cache, indexed by row_.
+  const float* active_column(int64_t t) { return compact_ ? compact_cache_->get(kidx_[t]) : cache_.get(row_[t]); }
+  const int32_t* active_index() const { return compact_ ? kidx_.data() : row_.data(); }
+
+  void maybe_compact() {
+    const int64_t current = compact_ ? compact_kernel_->rows() : m_;
+    if (m_ < kCompactMinVariables || !kernel_.can_subset() || 2 * active_ > current || active_ < 2) return;
+    std::vector<int32_t> rows(row_.begin(), row_.begin() + active_);
+    compact_cache_.reset();
+    compact_kernel_ = std::make_unique<KernelMatrix>(kernel_, rows);
+    const double bytes = opt_.cache_mb * 1024.0 * 1024.0;
+    compact_cache_ = std::make_unique<ColumnCache>(
+        *compact_kernel_, static_cast<int64_t>(bytes / (static_cast<double>(active_) * sizeof(float))));
+    kidx_.assign(static_cast<size_t>(m_), -1);
+    for (int64_t t = 0; t < active_; ++t) kidx_[t] = static_cast<int32_t>(t);
+    compact_ = true;
+  }
+
+  // All variables active again (gradient reconstructed); the compact rows no longer cover them.
+  void unshrink_all() {
+    reconstruct_gradient();
+    active_ = m_;
+    compact_ = false;
+    compact_cache_.reset();
+    compact_kernel_.reset();
   }
 
   bool be_shrunk(int64_t t, double gmax1, double gmax2) const {
@@ -308,8 +341,7 @@ class Solver {
     }
     if (!unshrink_ && gmax1 + gmax2 <= opt_.tol * 10) {
       unshrink_ = true;
-      reconstruct_gradient();
-      active_ = m_;
+      unshrink_all();
     }
     for (int64_t t = 0; t < active_; ++t) {
       if (!be_shrunk(t, gmax1, gmax2)) continue;
@@ -322,6 +354,7 @@ class Solver {
         --active_;
       }
     }
+    maybe_compact();
   }
 
   // G of the shrunk variables from G_bar and the free variables' columns.
@@ -368,8 +401,13 @@ class Solver {
     return nr_free > 0 ? sum_free / nr_free : (ub + lb) / 2;
   }
 
-  ColumnCache& cache_;
+  ColumnCache& cache_;           // full-length columns, shared by all sub-problems of the fit
+  const KernelMatrix& kernel_;
   const SolverOptions& opt_;
+  bool compact_ = false;
+  std::unique_ptr<KernelMatrix> compact_kernel_;
+  std::unique_ptr<ColumnCache> compact_cache_;
+  std::vector<int32_t> kidx_;
   int64_t m_, active_ = 0;
   bool unshrink_ = false;
   double gmax_ = -kInf;

@@ -23,6 +23,7 @@ struct SolverOptions {
   double tol = 1e-3;        // stop when the maximal violating pair's gap is below tol
   bool shrinking = true;
   int64_t max_iter = -1;    // -1: LIBSVM's bound, max(10^7, 100 * variables)
+  double cache_mb = 200.0;  // budget of the cache over the compacted active set (see smo.cpp)
   // Called every few thousand iterations with the iteration count (for progress and
   // interruption); it may throw to abort the solve.
   std::function<void(int64_t)> poll;

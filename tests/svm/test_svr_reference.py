@@ -56,3 +56,14 @@ def test_svr_sample_weight_and_precomputed():
     pre = SVR(kernel="precomputed").fit(K, y)
     lin = sk.SVR(kernel="linear").fit(X, y)
     np.testing.assert_allclose(pre.predict(K), lin.predict(X), atol=5e-3)
+
+
+def test_svr_large_enough_to_compact_the_active_set():
+    # 4500 samples = 9000 dual variables: shrinking compacts the active rows into a
+    # kernel of their own (problems of 8192+ variables); the model must not change.
+    X, y = datasets.make_friedman1(n_samples=4500, noise=0.3, random_state=2)
+    ours = SVR(C=5.0, epsilon=0.3).fit(X, y)
+    ref = sk.SVR(C=5.0, epsilon=0.3).fit(X, y)
+    np.testing.assert_allclose(svr_objective(ours, y), svr_objective(ref, y), rtol=1e-3)
+    assert abs(ours.n_support_[0] - ref.n_support_[0]) <= 0.02 * ref.n_support_[0]
+    assert abs(ours.score(X, y) - ref.score(X, y)) <= 1e-3
