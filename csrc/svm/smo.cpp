@@ -3,7 +3,9 @@
 // the solutions match scikit-learn's. Differences that matter for speed: kernel columns come
 // from a cache keyed by training row and shared by all sub-problems of a fit; the gradient
 // update of one iteration is fused with the choice of the next iteration's first index, so
-// an iteration makes two passes over the active set instead of three.
+// an iteration makes two passes over the active set instead of three (both vectorised); and
+// once shrinking leaves at most half the rows of a large problem active, those rows move to a
+// compact kernel with its own cache, so columns cost the active rows only.
 #include "smo.h"
 
 #include <algorithm>
