@@ -11,7 +11,7 @@ import torch.nn.functional as F
 import fastlearn
 from fastlearn.ops import scaled_dot_product_attention as sdpa
 
-from attention_reference import attention as ref_attention
+from tests.attention.attention_reference import attention as ref_attention
 
 # (head dim qk, head dim v, len_q, len_kv)
 SHAPES = [

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from fastlearn.ops import scaled_dot_product_attention as sdpa
 
-from attention_reference import attention as ref_attention
+from tests.attention.attention_reference import attention as ref_attention
 
 pytestmark = pytest.mark.cuda
 

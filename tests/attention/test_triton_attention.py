@@ -7,7 +7,7 @@ import torch
 
 import fastlearn.ops  # noqa: F401  (registers torch.ops.fastlearn.sdpa)
 
-from attention_reference import attention as ref_attention
+from tests.attention.attention_reference import attention as ref_attention
 
 pytestmark = pytest.mark.triton
 

@@ -11,7 +11,7 @@ from sklearn.preprocessing import StandardScaler
 
 from fastlearn.svm import SVC
 
-from svm_reference import svc_pair_objectives
+from tests.svm.svm_reference import svc_pair_objectives
 
 
 def _data(name):

@@ -10,7 +10,7 @@ from sklearn.preprocessing import StandardScaler
 
 from fastlearn.svm import SVR
 
-from svm_reference import svr_objective
+from tests.svm.svm_reference import svr_objective
 
 
 def _data(name):
