@@ -33,15 +33,14 @@ def view(x, name: str) -> _C.View:
         if code is None:
             raise TypeError(f"argument {name!r} has dtype {x.dtype}, which fastlearn kernels do not take; "
                             f"convert it first (e.g. {name}.to(torch.float32)).")
+        # Kept lean: this runs on every op call (is_cpu/is_cuda are cheaper than x.device.type).
+        if x.is_cpu:
+            return _C.View(x.data_ptr(), code, x.shape, x.stride(), _CPU, 0, 0, name)
         if x.is_cuda:
-            device, index = _CUDA, x.device.index or 0
             stream = torch.cuda.current_stream(x.device).cuda_stream
-        elif x.device.type == "cpu":
-            device, index, stream = _CPU, 0, 0
-        else:
-            raise ValueError(f"argument {name!r} is on device {x.device}; fastlearn kernels run on 'cpu' "
-                             f"and 'cuda'. Move it with {name}.to('cpu').")
-        return _C.View(x.data_ptr(), code, list(x.shape), list(x.stride()), device, index, stream, name)
+            return _C.View(x.data_ptr(), code, x.shape, x.stride(), _CUDA, x.device.index or 0, stream, name)
+        raise ValueError(f"argument {name!r} is on device {x.device}; fastlearn kernels run on 'cpu' "
+                         f"and 'cuda'. Move it with {name}.to('cpu').")
     if isinstance(x, np.ndarray):
         code = _NUMPY_CODES.get(x.dtype)
         if code is None:
