@@ -34,11 +34,11 @@ def _triton_launch(kernel_name, tensors, dim, log):
     ref = tensors[0]
     outer, length, inner = _split3(ref.shape, dim)
     meta, grid = tk.launch_config(outer, length, inner)
-    acc = tl_acc(ref.dtype)
+    acc = _tl_acc(ref.dtype)
     wrap_triton(getattr(tk, kernel_name))[grid](*tensors, length, inner, LOG=log, ACC=acc, **meta)
 
 
-def tl_acc(dtype):
+def _tl_acc(dtype):
     import triton.language as tl
 
     return tl.float64 if dtype == torch.float64 else tl.float32
