@@ -11,14 +11,14 @@ namespace fl {
 // Below this many elements of work a parallel region costs more than it saves.
 constexpr int64_t kParallelGrain = 32768;
 
-// Run body(begin, end) over [0, n) in contiguous chunks of at least `grain` items of
-// `cost_per_item` elements each, on as many threads as pays.
+// Run body(begin, end) over [0, n) in contiguous chunks, one per thread, on as many threads
+// as there are `grain` elements of work (n items of `cost_per_item` elements each).
 template <typename F>
-void parallel_for(int64_t n, int64_t cost_per_item, F&& body) {
+void parallel_for(int64_t n, int64_t cost_per_item, F&& body, int64_t grain = kParallelGrain) {
   if (n <= 0) return;
   const int64_t total = n * std::max<int64_t>(cost_per_item, 1);
   const int max_threads = omp_get_max_threads();
-  int threads = static_cast<int>(std::min<int64_t>(max_threads, std::max<int64_t>(1, total / kParallelGrain)));
+  int threads = static_cast<int>(std::min<int64_t>(max_threads, std::max<int64_t>(1, total / grain)));
   threads = static_cast<int>(std::min<int64_t>(threads, n));
   if (threads <= 1) {
     body(int64_t{0}, n);
