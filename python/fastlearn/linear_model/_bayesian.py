@@ -22,7 +22,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from fastlearn.linear_model._arrays import to_numpy
-from fastlearn.linear_model._persist import SaveLoadMixin
+from fastlearn._persist import SaveLoadMixin
 
 
 def gaussian_rbf(X, centers, length_scale):

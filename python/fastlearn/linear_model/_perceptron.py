@@ -20,7 +20,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 from fastlearn import _C
 from fastlearn._buffer import view
 from fastlearn.linear_model._arrays import to_numpy
-from fastlearn.linear_model._persist import SaveLoadMixin
+from fastlearn._persist import SaveLoadMixin
 
 _MAX_SEED = np.iinfo(np.int32).max
 

@@ -9,7 +9,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
 from fastlearn.linear_model._arrays import to_numpy
-from fastlearn.linear_model._persist import SaveLoadMixin
+from fastlearn._persist import SaveLoadMixin
 
 
 def log_normalize(jll: np.ndarray) -> np.ndarray:

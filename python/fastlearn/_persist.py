@@ -1,6 +1,7 @@
 """Save and load fitted estimators without pickle: arrays go to a safetensors file, the
-constructor parameters and scalar fitted attributes to its JSON metadata. Shared by the
-estimators of linear_model and naive_bayes."""
+constructor parameters and scalar fitted attributes to its JSON metadata. The one format
+for scikit-learn-style estimators (linear_model and naive_bayes use it today; svm, mixture
+and cluster still have their own save/load and should move onto it)."""
 
 from __future__ import annotations
 
