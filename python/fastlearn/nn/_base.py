@@ -42,6 +42,14 @@ class NeuralEstimator(BaseEstimator):
     ``_build_module(n_features)`` and ``_module_config()`` (the JSON needed to rebuild it)."""
 
     # -- inputs and outputs -----------------------------------------------------------------
+    def _draw_latent(self, n_samples, random_state):
+        """z ~ N(0, I) of shape (n_samples, latent_dim) for ``sample``, seeded by random_state."""
+        check_is_fitted(self)
+        if isinstance(n_samples, bool) or not isinstance(n_samples, Integral) or n_samples < 1:
+            raise ValueError(f"n_samples must be an int >= 1, got {n_samples!r}.")
+        g = torch.Generator().manual_seed(_seed_from(random_state))
+        return torch.randn(int(n_samples), int(self.latent_dim), generator=g)
+
     def _device(self):
         return resolve_device(self.device)
 

@@ -8,14 +8,13 @@ from __future__ import annotations
 import copy
 from numbers import Integral, Real
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from fastlearn.nn._base import NeuralEstimator, _seed_from
+from fastlearn.nn._base import NeuralEstimator
 from fastlearn.nn._nets import build_decoder, build_encoder, check_layer_sizes, infer_image_shape
 
 __all__ = ["GAN", "GANModule", "discriminator_loss", "generator_loss"]
@@ -224,11 +223,7 @@ class GAN(NeuralEstimator):
     @torch.no_grad()
     def sample(self, n_samples=1, random_state=None):
         """Generate ``n_samples`` rows: G(z) with z ~ N(0, I); returns (X (n_samples, F) float64, z)."""
-        check_is_fitted(self)
-        if isinstance(n_samples, bool) or not isinstance(n_samples, Integral) or n_samples < 1:
-            raise ValueError(f"n_samples must be an int >= 1, got {n_samples!r}.")
-        g = torch.Generator().manual_seed(_seed_from(random_state))
-        z = torch.randn(int(n_samples), int(self.latent_dim), generator=g)
+        z = self._draw_latent(n_samples, random_state)
         self.module_.eval()
         x = self.module_.generate(z.to(self._device()))
         return x.cpu().double().numpy(), z.double().numpy()

@@ -260,11 +260,7 @@ class VAE(TransformerMixin, NeuralEstimator):
     @torch.no_grad()
     def sample(self, n_samples=1, random_state=None):
         """Generate: z ~ N(0, I), returns (decoder means E[x|z] (n_samples, F) float64, z)."""
-        check_is_fitted(self)
-        if isinstance(n_samples, bool) or not isinstance(n_samples, Integral) or n_samples < 1:
-            raise ValueError(f"n_samples must be an int >= 1, got {n_samples!r}.")
-        g = torch.Generator().manual_seed(_seed_from(random_state))
-        z = torch.randn(int(n_samples), int(self.latent_dim), generator=g)
+        z = self._draw_latent(n_samples, random_state)
         self.module_.eval()
         x = self.module_.decode_mean(z.to(self._device()))
         return x.cpu().double().numpy(), z.double().numpy()
