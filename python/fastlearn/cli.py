@@ -79,9 +79,10 @@ def _cmd_bench(args) -> int:
 
     if args.threads:
         fastlearn.set_num_threads(args.threads)
-    cases = discover(quick=args.quick, pattern=args.filter)
+    cases = discover(quick=args.quick, pattern=args.filter, device=args.device)
     if not cases:
-        print(f"no benchmark case matches {args.filter!r}", file=sys.stderr)
+        what = f"{args.filter!r}" if args.filter else "the selection"
+        print(f"no benchmark case matches {what} (device: {args.device or 'any'})", file=sys.stderr)
         return 2
     peaks = machine_peaks("cpu")
     rows = []
@@ -94,6 +95,11 @@ def _cmd_bench(args) -> int:
     print(f"\nCPU peaks measured now: {peaks['bandwidth'] / 1e9:.1f} GB/s copy (read + write), "
           f"{peaks['flops_float32'] / 1e9:.0f} GFLOP/s f32 and {peaks['flops_float64'] / 1e9:.0f} GFLOP/s f64 "
           f"matrix product; {fastlearn.get_num_threads()} threads.")
+    if any(r["device"] != "cpu" for r in rows):
+        g = machine_peaks("cuda")
+        print(f"GPU peaks measured now ({torch.cuda.get_device_name(0)}): {g['bandwidth'] / 1e9:.0f} GB/s copy, "
+              f"{g['flops_float32'] / 1e12:.1f} TFLOP/s f32, {g['flops_bfloat16'] / 1e12:.0f} TFLOP/s bf16 "
+              f"matrix product.")
     if args.json:
         meta = {"machine": platform.processor() or platform.machine(), "python": platform.python_version(),
                 "torch": torch.__version__, "fastlearn": fastlearn.__version__,
@@ -148,6 +154,7 @@ def main(argv=None) -> int:
     p = sub.add_parser("bench", help="fastlearn against the library you would otherwise use")
     p.add_argument("--quick", action="store_true", help="the quick subset (under two minutes on 2 cores)")
     p.add_argument("--filter", metavar="PATTERN", help="only cases whose group, name or shape contains PATTERN")
+    p.add_argument("--device", choices=("cpu", "cuda"), help="only the cases that run on this device")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     p.add_argument("--plot", metavar="FILE", help="also write a bar chart of the speedups (PNG)")
     p.add_argument("--min-time", type=float, default=0.15, help="seconds per timing batch (default 0.15)")

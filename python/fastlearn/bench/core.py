@@ -97,9 +97,10 @@ def machine_peaks(device: str = "cpu") -> dict:
     return peaks
 
 
-def discover(quick: bool = False, pattern: str | None = None) -> list[Case]:
+def discover(quick: bool = False, pattern: str | None = None, device: str | None = None) -> list[Case]:
     """All cases of all fastlearn.bench modules (``quick`` keeps those marked quick;
-    ``pattern`` keeps those whose group, name or shape contains it, case-insensitively)."""
+    ``pattern`` keeps those whose group, name or shape contains it, case-insensitively;
+    ``device`` ("cpu" or "cuda") keeps the cases that run there)."""
     import fastlearn.bench as pkg
 
     cases: list[Case] = []
@@ -117,6 +118,8 @@ def discover(quick: bool = False, pattern: str | None = None) -> list[Case]:
     if pattern:
         p = pattern.lower()
         cases = [c for c in cases if p in f"{c.group} {c.name} {c.shape}".lower()]
+    if device:
+        cases = [c for c in cases if c.device.split(":")[0] == device]
     return [c for c in cases if c.device == "cpu" or torch.cuda.is_available()]
 
 

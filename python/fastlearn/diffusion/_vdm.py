@@ -1,0 +1,3 @@
+"""(placeholder: filled in by the diffusion work)"""
+
+__all__: list[str] = []
