@@ -4,7 +4,7 @@
 # Logs and JSON go to $OUT (the device tool brings them back); copy what matters into
 # bench/results/ with the device name.  Usage: bash bench/gpu/session.sh [pytest args...]
 set -uo pipefail
-export PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+export PYTHONUNBUFFERED=1 PYTHONFAULTHANDLER=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 OUT=${OUT:-/tmp/fastlearn-gpu}; mkdir -p "$OUT"
 STAGES=${STAGES:-build,test,bench}
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader

@@ -70,7 +70,9 @@ def _configs(bwd):
 
 def _prune(configs, named_args, **kwargs):
     # Large head dims need smaller tiles to fit registers / shared memory (H100: 228 KiB).
-    d = max(named_args["BLOCK_D"], named_args["BLOCK_DV"])
+    # Triton passes constexpr arguments in named_args (older releases) or in kwargs (3.6+).
+    args = {**named_args, **kwargs}
+    d = max(args["BLOCK_D"], args["BLOCK_DV"])
     keep = [c for c in configs if d <= 128 or c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= 64 * 64]
     return keep or configs[:1]
 
