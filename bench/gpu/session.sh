@@ -31,8 +31,12 @@ if [[ $STAGES == *test* ]]; then
 fi
 
 if [[ $STAGES == *bench* ]]; then
-  t=$(date +%s)
-  timeout ${BENCH_TIMEOUT:-300} fastlearn bench --device cuda --no-progress ${BENCH_ARGS:-} \
-    --json "$OUT/bench-cuda.json" >"$OUT/bench.log" 2>&1
-  echo "bench: rc=$? in $(( $(date +%s) - t )) s"; cat "$OUT/bench.log" | tail -60
+  # One run per group, each with its own time limit, so one slow group cannot starve the rest;
+  # with --no-progress every finished case is logged at once.
+  for f in ${BENCH_FILTERS:-softmax attention}; do
+    t=$(date +%s)
+    timeout ${BENCH_TIMEOUT:-120} fastlearn bench --device cuda --no-progress --filter "$f" ${BENCH_ARGS:-} \
+      --json "$OUT/bench-cuda-$f.json" >"$OUT/bench-$f.log" 2>&1
+    echo "bench $f: rc=$? in $(( $(date +%s) - t )) s"; grep -v "Warning\|warn" "$OUT/bench-$f.log" | tail -25
+  done
 fi
