@@ -3,9 +3,9 @@ same methods), with float64 schedule tables and coefficients, and the coefficien
 the fused step op ``fastlearn.ops.diffusion_step`` consumes (``fused_coefficients``).
 
 Where these differ from diffusers (each difference is a diffusers defect; see the docstrings):
-DDIM takes its previous timestep from the timestep grid itself, DDPM adds no noise on the final
-step, and DDPM's "fixed_large_log" variance is the log of beta (diffusers takes the square root
-of a log and returns NaN)."""
+DDIM takes its previous timestep from the timestep grid itself; 'trailing' grids are computed
+exactly; DDPM adds no noise on the final step; DDPM's "fixed_large_log" std is exp(log(beta)/2)
+(diffusers takes the square root of a log and returns NaN); tables are float64, not float32."""
 
 from __future__ import annotations
 
@@ -274,7 +274,11 @@ class _DiscreteScheduler:
     def set_timesteps(self, num_inference_steps=None, device=None, timesteps=None):
         """Choose the inference grid: ``num_inference_steps`` timesteps spaced by
         ``config.timestep_spacing`` (diffusers' three rules), or an explicit descending list
-        ``timesteps``. ``self.timesteps`` becomes an int64 tensor on ``device``."""
+        ``timesteps``. ``self.timesteps`` becomes an int64 tensor on ``device``.
+
+        'trailing' is round(T - k T / S) - 1 for k = 0..S-1, rounded exactly (ties to even) in
+        integers; diffusers builds it with a float arange, which returns S + 1 timesteps ending
+        in -1 for some S (61 of 1000, for one) and can round exact halves the other way."""
         n = self.config.num_train_timesteps
         if timesteps is not None:
             if num_inference_steps is not None:
@@ -338,7 +342,10 @@ class _DiscreteScheduler:
             if not (timesteps.dtype.is_floating_point and bool(torch.all(timesteps == timesteps.round()))):
                 raise TypeError(f"timesteps must be integers, got dtype {timesteps.dtype}.")
         timesteps = timesteps.to(device=device, dtype=torch.int64)
-        if timesteps.numel() and bool(((timesteps < 0) | (timesteps >= n)).any()):
+        # The range check reads one bool back from the device (a sync on CUDA); it is skipped
+        # only while a CUDA graph is being captured, where a read-back is not allowed.
+        capturing = timesteps.device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+        if timesteps.numel() and not capturing and bool(((timesteps < 0) | (timesteps >= n)).any()):
             raise ValueError(f"timesteps must lie in [0, {n - 1}] (num_train_timesteps={n}); got values from "
                              f"{int(timesteps.min())} to {int(timesteps.max())}.")
         return timesteps
