@@ -705,3 +705,9 @@ def test_matches_diffusers_add_noise_velocity_and_loads_its_config(tmp_path):
     assert loaded.config.steps_offset == 1 and loaded.config.beta_schedule == "scaled_linear"
     assert not loaded.config.clip_sample
     assert DDPMScheduler.from_config(source.config).config.steps_offset == 1
+    # diffusers' "sigmoid" is GeoDiff's: a diffusers config keeps its meaning here
+    geodiff = diffusers.DDPMScheduler(beta_schedule="sigmoid")
+    geodiff.save_config(tmp_path / "geodiff")
+    for loaded in (DDPMScheduler.from_pretrained(tmp_path / "geodiff"), DDPMScheduler.from_config(geodiff.config)):
+        assert loaded.config.beta_schedule == "geodiff_sigmoid"
+        np.testing.assert_allclose(loaded.betas.numpy(), geodiff.betas.double().numpy(), rtol=2e-6)

@@ -165,8 +165,6 @@ class _DiscreteScheduler:
             if betas.shape[0] != n:
                 raise ValueError(f"trained_betas has {betas.shape[0]} entries but num_train_timesteps={n}; "
                                  f"pass num_train_timesteps=len(trained_betas).")
-            if np.any(betas[:-1] >= 1.0):
-                raise ValueError("trained_betas: only the last beta may be 1 (zero terminal SNR).")
             trained_list = betas.tolist()
             args = dict(args, trained_betas=trained_list)
             self._config = SchedulerConfig(args)
@@ -210,13 +208,17 @@ class _DiscreteScheduler:
     def from_config(cls, config, **overrides):
         """A scheduler from another's config (this library's or diffusers'): keys this class does
         not take (``_class_name``, DDPM's ``variance_type`` for DDIM, ...) are ignored, as in
-        diffusers; ``overrides`` replace entries."""
+        diffusers; ``overrides`` replace entries. A diffusers config's ``beta_schedule="sigmoid"``
+        (GeoDiff's) becomes ``"geodiff_sigmoid"``: here "sigmoid" is Chen (2023)'s."""
         if not isinstance(config, Mapping):
             raise TypeError(f"config must be a mapping (a scheduler's .config or a dict), got {type(config).__name__}.")
         unknown = set(overrides) - set(cls._ARGS)
         if unknown:
             raise TypeError(f"{cls.__name__} takes no argument(s) {sorted(unknown)}; valid: {', '.join(cls._ARGS)}.")
+        from_diffusers = "_diffusers_version" in config or type(config).__module__.split(".")[0] == "diffusers"
         values = {k: v for k, v in dict(config).items() if k in cls._ARGS}
+        if from_diffusers and values.get("beta_schedule") == "sigmoid":
+            values["beta_schedule"] = "geodiff_sigmoid"
         values.update(overrides)
         return cls(**values)
 
