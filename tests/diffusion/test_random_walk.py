@@ -123,3 +123,15 @@ def test_memory_guard_and_counts():
         random_walk(0, 10, 0.2, 0.2)
     with pytest.raises(TypeError, match="n_steps"):
         random_walk(10, 2.5, 0.2, 0.2)
+
+
+def test_plot_helper_draws_paths_and_band():
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    from fastlearn.diffusion import plot_random_walk
+
+    walk = random_walk(50, 100, 0.2, 0.3, random_state=0)
+    ax = plot_random_walk(walk, 0.2, 0.3, n_paths=5)
+    assert len(ax.lines) == 6                                           # 5 paths + the mean
+    np.testing.assert_allclose(ax.lines[-1].get_ydata(), 0.1 * np.arange(101))
+    matplotlib.pyplot.close(ax.figure)

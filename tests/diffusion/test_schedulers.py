@@ -711,3 +711,19 @@ def test_matches_diffusers_add_noise_velocity_and_loads_its_config(tmp_path):
     for loaded in (DDPMScheduler.from_pretrained(tmp_path / "geodiff"), DDPMScheduler.from_config(geodiff.config)):
         assert loaded.config.beta_schedule == "geodiff_sigmoid"
         np.testing.assert_allclose(loaded.betas.numpy(), geodiff.betas.double().numpy(), rtol=2e-6)
+
+
+def test_half_precision_thresholding_matches_float64():
+    sched = DDPMScheduler(thresholding=True, dynamic_thresholding_ratio=0.9, sample_max_value=3.0,
+                          prediction_type="sample")
+    sched.set_timesteps(10)
+    x, m, z = draws(8)
+    t = int(sched.timesteps[2])
+    want = sched.step(m, t, x, variance_noise=z).pred_original_sample
+    got = sched.step(m.half(), t, x.half(), variance_noise=z.half()).pred_original_sample
+    assert got.dtype == torch.float16
+    assert float((got.double() - want).abs().max()) < 4e-3
+    cfg = dict(sched.config)
+    ref_x0 = ref.dynamic_threshold(m.numpy(), cfg["dynamic_thresholding_ratio"], cfg["sample_max_value"])
+    assert_close(want, ref_x0, rtol=1e-12)
+    assert float(want.abs().max()) <= 1.0 + 1e-12 and float(want.abs().max()) > 0.99
