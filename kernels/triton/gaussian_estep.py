@@ -10,7 +10,9 @@ G x K x D x D, independent of N. For a block of BLOCK_N points and component k:
   full: xc = x - mu_k; q = ||xc P_k||^2 as tl.dot over column slabs of P_k (BLOCK_J wide);
         scatter S_k += (r_k xc)^T xc as tl.dot, about the current mean mu_k (as the CPU
         kernel: no cancellation from large offsets; the M-step moves it to the new mean)
-  tied: z = x P once per block (slabs), q = ||z - mu_k P||^2 per component; first moments
+  tied: z = (x - c) P once per block (slabs), q = ||z - (mu_k - c) P||^2 per component, c the
+        mean of the means (the difference of two large products would cancel in float32
+        for data far from the origin); first moments
   diag: q = sum (x - mu_k)^2 p_k^2 elementwise; first and second moments about mu_k
 The K log-densities live in a BLOCK_N x BLOCK_K register tile W (column k set with
 tl.where), so the log-sum-exp and the responsibilities need no second pass over P.
@@ -21,7 +23,7 @@ import triton.language as tl
 
 
 @triton.jit
-def _gaussian_estep_kernel(X, MU, P, B, OFFSET,                # N x D, K x D, P (see COV), K x D (tied mu P), K
+def _gaussian_estep_kernel(X, MU, P, B, CENTER, OFFSET,        # N x D, K x D, P (see COV), K x D, D, K
                            LOG_NORM, LABELS, RESP,            # N, N (int64), N x K: written when asked
                            PART_LL, PART_NK, PART_S1, PART_S2,  # G; G x K; G x K x D; G x K x D x D | G x K x D
                            N, D, K, stride_x_n, stride_p_k,
@@ -46,12 +48,14 @@ def _gaussian_estep_kernel(X, MU, P, B, OFFSET,                # N x D, K x D, P
         # 1. W[n, k] = log w_k + log N(x_n | mu_k, Sigma_k)  (offset holds log w_k + log det P_k - D/2 log 2 pi)
         W = tl.zeros([BLOCK_N, BLOCK_K], dtype=x.dtype)
         if COV == 1:
+            c = tl.load(CENTER + offs_d, mask=mask_d, other=0.0)
+            xt = tl.where(mask_d[None, :], x - c[None, :], 0.0)
             for j0 in range(0, BLOCK_D, BLOCK_J):
                 offs_j = j0 + tl.arange(0, BLOCK_J)
                 mask_j = offs_j < D
                 p = tl.load(P + offs_d[:, None] * D + offs_j[None, :], mask=mask_d[:, None] & mask_j[None, :],
                             other=0.0)                                     # BLOCK_D x BLOCK_J
-                z = tl.dot(x, p, input_precision=PRECISION)               # BLOCK_N x BLOCK_J
+                z = tl.dot(xt, p, input_precision=PRECISION)              # BLOCK_N x BLOCK_J
                 for k in range(K):
                     b = tl.load(B + k * D + offs_j, mask=mask_j, other=0.0)
                     diff = tl.where(mask_j[None, :], z - b[None, :], 0.0)

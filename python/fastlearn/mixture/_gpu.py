@@ -127,7 +127,9 @@ def estep(X, means, prec_chol, log_weights, covariance_type, *, stats=False, log
     if covariance_type == "spherical":
         P = P[:, None].expand(K, D)
     P = P.contiguous()
-    B = (means.to(torch.float64) @ pc64).to(dtype).contiguous() if cov == 1 else means
+    center = means.to(torch.float64).mean(dim=0)  # tied: the kernel works on x - center
+    B = ((means.to(torch.float64) - center) @ pc64).to(dtype).contiguous() if cov == 1 else means
+    center = center.to(dtype).contiguous()
     n_sm = torch.cuda.get_device_properties(dev).multi_processor_count if dev.type == "cuda" else None
     meta, G_ = tk.launch_config(N, D, K, dtype == torch.float64, n_sm=n_sm, cov=cov)
     if programs is not None:
@@ -149,7 +151,7 @@ def estep(X, means, prec_chol, log_weights, covariance_type, *, stats=False, log
     if N > 0:
         precision = "ieee" if dtype == torch.float64 else precision_for_kernel()
         stride_p_k = D * D if cov == 0 else D
-        tk._gaussian_estep_kernel[(G_,)](X, means, P, B, offset, ln, lab, rs, part_ll, part_nk, part_s1, part_s2,
+        tk._gaussian_estep_kernel[(G_,)](X, means, P, B, center, offset, ln, lab, rs, part_ll, part_nk, part_s1, part_s2,
                                          N, D, K, X.stride(0), stride_p_k, COV=cov, WRITE_LOG_NORM=log_norm,
                                          WRITE_LABELS=labels, WRITE_RESP=resp, STATS=stats, PRECISION=precision,
                                          **meta)
