@@ -90,7 +90,7 @@ def _lloyd(est, X, sample_weight, centers, tol, bar):
     """Lloyd iterations from ``centers`` (as KMeans._lloyd); returns labels, inertia, centers,
     n_iter, interrupted."""
     labels_old = None
-    i = 0
+    done = 0  # finished Lloyd steps
     interrupted = False
     try:
         for i in range(est.max_iter):
@@ -113,6 +113,7 @@ def _lloyd(est, X, sample_weight, centers, tol, bar):
             new_centers[nonzero] = sums[nonzero] / counts[nonzero, None]
             shift = float(((new_centers - centers.to(torch.float64)) ** 2).sum())
             centers = new_centers.to(X.dtype)
+            done += 1
             if bar is not None:
                 bar.update(1)
             if est.verbose:
@@ -129,7 +130,7 @@ def _lloyd(est, X, sample_weight, centers, tol, bar):
     except KeyboardInterrupt:  # the centres of the last finished step stay
         interrupted = True
     out = assign(X, centers, sample_weight)
-    return out["labels"], float(out["inertia"]), centers, i + 1, interrupted
+    return out["labels"], float(out["inertia"]), centers, done, interrupted
 
 
 def _checked_weight(sample_weight, X):
