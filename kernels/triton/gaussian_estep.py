@@ -132,24 +132,28 @@ def _gaussian_estep_kernel(X, MU, P, B, CENTER, OFFSET,        # N x D, K x D, P
 def launch_config(n, d, k, dtype_is_fp64, n_sm=None, slot_budget_bytes=256 << 20, cov=0):
     """Tiles and the number of persistent programs for N points, D features, K components.
 
-    BLOCK_D = D rounded up to a power of two (at least 16, tl.dot's smallest side); P_k is
-    taken in slabs of BLOCK_J = min(BLOCK_D, 64) columns. BLOCK_N keeps the point tile and
-    the K-wide register tile W each at most 8192 values (32 KiB of fp32 over 128 threads:
-    64 registers a thread) and at least 16 rows (tl.dot). Programs: 4 a multiprocessor (or 4
-    under the interpreter), never more than the blocks, and few enough that the float64
-    partial slots (K x D x D each for 'full') stay within ``slot_budget_bytes``.
+    BLOCK_D = D rounded up to a power of two (at least 16, tl.dot's smallest side); P_k and
+    the scatter are taken in column slabs of BLOCK_J (<= 64, BLOCK_D x BLOCK_J <= 8192
+    values). BLOCK_N starts at 256 points (each block's statistics cost a read-modify-write
+    of K x D x D float64 values in the program's slot, so bigger blocks amortise it; at
+    D=32, K=16 that is 256 KiB of slot traffic for 32 KiB of X) and halves until the point
+    tile and the K-wide tile W each hold at most 8192 values (4096 in fp64): 32 KiB of fp32
+    over 8 warps is 32 registers a thread. Programs: 2 a multiprocessor, so the slots of
+    a D=32, K=16 problem (132 KiB each, 35 MB on an H100) stay in L2; 4 under the
+    interpreter (no n_sm); never more than the blocks, and few enough that all slots fit
+    in ``slot_budget_bytes`` (at K=256, D=32: 118 programs).
     """
     block_d = max(16, triton.next_power_of_2(max(d, 1)))
     block_k = max(2, triton.next_power_of_2(max(k, 1)))
-    block_j = min(block_d, 64)
+    block_j = max(16, min(block_d, 64, 8192 // block_d))
     cap = 4096 if dtype_is_fp64 else 8192
-    block_n = 128
+    block_n = 256
     while block_n > 16 and (block_n * block_d > cap or block_n * block_k > cap):
         block_n //= 2
-    num_warps = 4 if block_n * max(block_d, block_k) <= 4096 else 8
+    num_warps = 8 if block_n * max(block_d, block_k) >= 8192 else 4
     n_blocks = max(1, triton.cdiv(n, block_n))
     slot = 8 * k * (1 + d + (d * d if cov == 0 else d))
-    programs = 4 * (n_sm or 1)
+    programs = 2 * n_sm if n_sm else 4
     programs = max(1, min(programs, n_blocks, slot_budget_bytes // max(slot, 1)))
     meta = dict(BLOCK_N=block_n, BLOCK_D=block_d, BLOCK_K=block_k, BLOCK_J=block_j, num_warps=num_warps)
     return meta, programs

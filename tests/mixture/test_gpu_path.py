@@ -79,7 +79,7 @@ def params(N, D, K, cov_type, seed=0, offset=0.0):
 # --- the fused kernel ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("cov_type", COV_TYPES)
-@pytest.mark.parametrize("N,D,K,programs", [(97, 5, 3, None), (200, 3, 1, 1), (40, 70, 2, None)])
+@pytest.mark.parametrize("N,D,K,programs", [(97, 5, 3, None), (600, 3, 1, 1), (40, 70, 2, None)])
 def test_fused_estep_matches_float64_reference(cov_type, N, D, K, programs):
     # D=70: P_k and the scatter in two column slabs; programs=1: one program walks several
     # blocks (its float64 slots are read, added to and written back).
@@ -317,6 +317,31 @@ def test_progress_bar_with_verbose(capsys):
     quiet_fit(on_triton(GaussianMixture(2, max_iter=2, tol=0.0, verbose=1, init_params="random", random_state=0)), X)
     err = capsys.readouterr().err
     assert "GaussianMixture" in err  # the tqdm bar's description, on stderr
+
+
+def test_cpu_path_progress_and_interrupt(monkeypatch, capsys):
+    # The same two behaviours on the CPU path's EM loop (C++ E-step).
+    X = blobs()
+    kw = dict(n_components=3, max_iter=10, tol=0.0, **random_init(X, "full"))
+    quiet_fit(GaussianMixture(**{**kw, "max_iter": 2}, verbose=1), X)
+    assert "GaussianMixture" in capsys.readouterr().err
+    real = GaussianMixture._em_step
+    calls = []
+
+    def flaky(self, *args):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real(self, *args)
+
+    monkeypatch.setattr(GaussianMixture, "_em_step", flaky)
+    with pytest.warns(RuntimeWarning, match="interrupted"):
+        gm = GaussianMixture(**kw).fit(X)
+    monkeypatch.setattr(GaussianMixture, "_em_step", real)
+    three = quiet_fit(GaussianMixture(**{**kw, "max_iter": 3}), X)
+    assert gm.n_iter_ == 3
+    np.testing.assert_allclose(gm.means_, three.means_, rtol=1e-12)
+    np.testing.assert_allclose(gm.lower_bounds_, three.lower_bounds_, rtol=1e-12)
 
 
 # --- the real device ------------------------------------------------------------------------------

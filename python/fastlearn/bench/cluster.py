@@ -57,9 +57,13 @@ def _gpu_kmeans_case(N, D, K, iters=10):
 
         X, C = inp
         x_sq = (X * X).sum(1, keepdim=True)
+        old = None
         for _ in range(iters):
             d = x_sq - 2.0 * X @ C.T + (C * C).sum(1)[None, :]
             labels = d.argmin(1)
+            if old is not None and torch.equal(labels, old):  # strict convergence, as KMeans
+                break
+            old = labels
             sums = torch.zeros_like(C).index_add_(0, labels, X)
             counts = torch.bincount(labels, minlength=K).to(X.dtype)
             C = torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None], C)
