@@ -71,7 +71,15 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         sample (with the mean covariance of the others) and carry on (counted in
         ``n_reseeded_``).
     device : {'auto', 'cpu', 'cuda'}, default='auto'
-        Where to run; NumPy arrays and CPU tensors run on the CPU kernels.
+        Where to run. 'auto': CUDA tensors on the GPU (fused Triton E-step, M-step in torch
+        on the device), NumPy arrays and CPU tensors on the CPU kernels; 'cuda': always the
+        GPU (NumPy input is copied there); 'cpu': always the CPU. Fitted attributes are NumPy
+        arrays either way; predictions follow the input (NumPy, or a tensor on its device);
+        ``sample`` draws on the host with NumPy, as the CPU path.
+
+    With ``verbose`` >= 1 a tqdm bar over the EM iterations goes to stderr (besides
+    scikit-learn's messages); Ctrl-C ends the fit early with the best parameters so far
+    (a RuntimeWarning says so).
     """
 
     _parameter_constraints: dict = {
