@@ -178,7 +178,8 @@ def test_cuda_fit_matches_cpu_path(dtype, rtol):
     gpu = KMeans(16, init=init, n_init=1, max_iter=20, tol=0.0, device="cuda").fit(X)
     assert gpu.inertia_ == pytest.approx(cpu.inertia_, rel=rtol)
     assert (gpu.labels_ == cpu.labels_).mean() > 0.999
-    Xc = torch.tensor(X, device="cuda")
-    km = KMeans(16, random_state=0).fit(Xc)  # device='auto' + CUDA tensor: the GPU path
-    assert km.predict(Xc).device.type == "cuda" and km.transform(Xc).shape == (50000, 16)
-    assert km.inertia_ == pytest.approx(KMeans(16, random_state=0).fit(X).inertia_, rel=1e-4)
+    if dtype == np.float64:  # k-means++ from the same draws (float32 distances may pick other candidates)
+        Xc = torch.tensor(X, device="cuda")
+        km = KMeans(16, random_state=0).fit(Xc)  # device='auto' + CUDA tensor: the GPU path
+        assert km.predict(Xc).device.type == "cuda" and km.transform(Xc).shape == (50000, 16)
+        assert km.inertia_ == pytest.approx(KMeans(16, random_state=0).fit(X).inertia_, rel=1e-9)
