@@ -146,6 +146,12 @@ def test_bad_input():
         km.predict(X[:, :2])
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on machines without a GPU")
+def test_device_cuda_without_gpu_says_why():
+    with pytest.raises(RuntimeError, match="no CUDA GPU"):
+        KMeans(2, device="cuda").fit(blobs(20))
+
+
 def test_interrupt_keeps_last_centres(monkeypatch):
     X = blobs(100, seed=6)
     init = X[:4].copy()
