@@ -1,7 +1,8 @@
 """GaussianMixture: scikit-learn's estimator (same arguments, attributes, EM iterations and
 lower bound), with each EM iteration one fused pass of the C++ kernel over the data: the
 E-step's per-sample log-likelihoods and the M-step's sufficient statistics are computed
-together, so the n_samples x n_components responsibility matrix is never stored."""
+together, so the n_samples x n_components responsibility matrix is never stored. On the GPU
+(device='cuda', or CUDA tensors) the same EM runs in mixture/_gpu.py on a fused Triton E-step."""
 
 from __future__ import annotations
 
