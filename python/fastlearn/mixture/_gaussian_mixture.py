@@ -219,7 +219,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             center = np.broadcast_to(fit_state["data_mean"], (K, D))
             stats = self._stats_from_assignment(X, labels, resp, center)
             weights, means, covariances = G.m_step(stats, center, self.covariance_type, self.reg_covar, dtype,
-                                                   fit_state["tied_scatter"], fit_state["data_mean"])
+                                                   fit_state["tied_scatter"], fit_state["data_mean"], X.shape[0])
             nk = stats["nk"] + 10 * np.finfo(dtype).eps
             weights = nk / X.shape[0]  # scikit-learn divides the initial nk by n_samples
         else:
@@ -277,7 +277,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                               np.log(self.weights_.astype(np.float64)), stats=True, log_norm=reseed)
         lower_bound = out["loglik"] / X.shape[0]
         weights, means, covariances = G.m_step(out, self.means_, self.covariance_type, self.reg_covar, X.dtype,
-                                               fit_state["tied_scatter"], fit_state["data_mean"])
+                                               fit_state["tied_scatter"], fit_state["data_mean"], X.shape[0])
         try:
             prec_chol = G.precision_cholesky(covariances, self.covariance_type)
         except ValueError as e:

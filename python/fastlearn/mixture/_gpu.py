@@ -171,7 +171,7 @@ def estep(X, means, prec_chol, log_weights, covariance_type, *, stats=False, log
 
 # --- M-step and precision factors (float64 torch, the formulas of mixture/_gaussian.py) --------
 
-def m_step(stats, means, covariance_type, reg_covar, eps, tied_scatter=None, data_mean=None):
+def m_step(stats, means, covariance_type, reg_covar, eps, tied_scatter=None, data_mean=None, n_samples=None):
     """Weights, means, covariances from statistics about ``means`` (see _gaussian.m_step)."""
     nk_raw = stats["nk"]
     nk = nk_raw + 10 * eps
@@ -191,7 +191,7 @@ def m_step(stats, means, covariance_type, reg_covar, eps, tied_scatter=None, dat
             cov = cov.mean(dim=1)
     else:
         e = new_means - data_mean
-        cov = (tied_scatter - (nk[:, None] * e).T @ e) / nk.sum()
+        cov = (tied_scatter - (nk[:, None] * e).T @ e + G._tied_correction(nk, e, data_mean, n_samples, torch.outer)) / nk.sum()
         cov = cov + reg_covar * torch.eye(D, dtype=torch.float64, device=c.device)
     return nk / nk.sum(), new_means, cov
 
@@ -326,7 +326,7 @@ class _Fit:
             center = self.data_mean.expand(K, D)
             stats = self._stats_from_assignment(labels, resp)
             weights, means, covariances = m_step(stats, center, self.ct, est.reg_covar, self.eps,
-                                                 self.tied_scatter, self.data_mean)
+                                                 self.tied_scatter, self.data_mean, X.shape[0])
             weights = (stats["nk"] + 10 * self.eps) / X.shape[0]  # scikit-learn divides the initial nk by N
         else:
             weights = means = covariances = None
@@ -368,7 +368,7 @@ class _Fit:
         out = estep(X, means, prec_chol, torch.log(weights.to(torch.float64)), self.ct, stats=True, log_norm=reseed)
         lower_bound = float(out["loglik"]) / X.shape[0]
         weights, means, covariances = m_step(out, means, self.ct, est.reg_covar, self.eps, self.tied_scatter,
-                                             self.data_mean)
+                                             self.data_mean, X.shape[0])
         try:
             prec_chol = precision_cholesky(covariances, self.ct)
         except ValueError as e:
