@@ -258,8 +258,11 @@ def _prepare(sample, model_output, coeffs, step, uncond, guidance_scale, guidanc
         if t.device != x.device:
             raise ValueError(f"{op}: argument '{name}' is on {t.device} but 'sample' is on {x.device}.")
     # the model output may come in another precision (autocast): the step runs in the sample's
-    m = model_output.to(x.dtype).contiguous()
-    u = uncond.to(x.dtype).contiguous() if uncond is not None else None
+    m = (model_output if model_output.dtype == x.dtype else model_output.to(x.dtype)).contiguous()
+    if uncond is not None:
+        u = (uncond if uncond.dtype == x.dtype else uncond.to(x.dtype)).contiguous()
+    else:
+        u = None
     x = x.contiguous()
     if coeffs.dtype not in (torch.float32, torch.float64):
         raise TypeError(f"{op}: argument 'coeffs' has dtype {coeffs.dtype}; the fused coefficient table is "
@@ -270,7 +273,7 @@ def _prepare(sample, model_output, coeffs, step, uncond, guidance_scale, guidanc
     if coeffs.device != x.device:
         raise ValueError(f"{op}: argument 'coeffs' is on {coeffs.device} but 'sample' is on {x.device}; move the "
                          f"table to the sample's device once (coeffs.to(sample.device)) so a step never syncs.")
-    coeffs = coeffs.detach().contiguous()
+    coeffs = (coeffs.detach() if coeffs.requires_grad else coeffs).contiguous()
     if isinstance(step, torch.Tensor):
         step_t, step_i = _device_int(step, "step", x.device), 0
     elif _is_int(step):
@@ -303,8 +306,8 @@ def _prepare(sample, model_output, coeffs, step, uncond, guidance_scale, guidanc
 
 def _direct_ok(args):
     """Whether the kernels may be called without the dispatcher (plain tensors, eager, no grad)."""
-    tensors = [a for a in args if isinstance(a, torch.Tensor)]
-    if tensors[0].device.type == "cpu":
+    tensors = [a for a in args if type(a) is torch.Tensor or isinstance(a, torch.Tensor)]
+    if tensors[0].is_cpu:
         return direct_cpu_call_ok(*tensors)
     if torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack() \
             or torch._C._is_torch_function_mode_enabled():
@@ -385,7 +388,7 @@ def diffusion_step(sample: torch.Tensor, model_output: torch.Tensor, coeffs: tor
     args = _prepare(sample, model_output, coeffs, step, uncond, guidance_scale, guidance_rescale, clip, seed, offset)
     if out is not None:
         return _write_out(args, out)
-    if _direct_ok(args) and args[0].device.type == "cpu":
+    if args[0].is_cpu and _direct_ok(args):
         return _step_cpu_kernel(*args)
     return torch.ops.fastlearn.diffusion_step(*args)
 
