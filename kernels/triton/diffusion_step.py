@@ -78,7 +78,10 @@ def _diffusion_step_kernel(X, M, U, COEFFS, STEP_PTR, STEP, NUM_STEPS, SEED_PTR,
     else:
         seed = pid * 0 + SEED
     tile = OFFSET_TILES + pid
-    start = pid * TILE - OFFSET_REM  # element of the tile's first counter
+    if ALIGNED:  # element of the tile's first counter (a multiple of TILE: vector loads)
+        start = pid * TILE
+    else:
+        start = pid * TILE - OFFSET_REM
     j = tl.arange(0, GROUPS)
     if sigma != 0.0:
         z0, z1, z2, z3 = tl.randn4x(seed, tile * GROUPS + j)
@@ -116,7 +119,10 @@ def _philox_normal_kernel(OUT, SEED_PTR, SEED, OFFSET_TILES, OFFSET_REM, N, SEED
         seed = tl.load(SEED_PTR)
     else:
         seed = pid * 0 + SEED
-    start = pid * TILE - OFFSET_REM
+    if ALIGNED:
+        start = pid * TILE
+    else:
+        start = pid * TILE - OFFSET_REM
     j = tl.arange(0, GROUPS)
     z0, z1, z2, z3 = tl.randn4x(seed, (OFFSET_TILES + pid) * GROUPS + j)
     _store_noise(OUT, start + j, z0, N, ALIGNED)
