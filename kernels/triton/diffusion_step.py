@@ -25,7 +25,7 @@ FACTOR_BLOCK = 128  # partial statistics merged per iteration by the factor kern
 @triton.jit
 def _step_run(X, M, U, FACTOR, PREV, X0, offs, z, N, PER_SAMPLE, w, clip, ax, am, ex, em, e0, p0, px, pe,
               sigma, HAS_UNCOND: tl.constexpr, RESCALE: tl.constexpr, CLIP: tl.constexpr,
-              ALIGNED: tl.constexpr, ACC: tl.constexpr):
+              ALIGNED: tl.constexpr, IDX32: tl.constexpr, ACC: tl.constexpr):
     # One contiguous run of the tile (one Philox lane): x, m, u read once, prev and x0 written once.
     if ALIGNED:
         mask = offs < N
@@ -36,8 +36,12 @@ def _step_run(X, M, U, FACTOR, PREV, X0, offs, z, N, PER_SAMPLE, w, clip, ax, am
     if HAS_UNCOND:
         u = tl.load(U + offs, mask=mask, other=0.0).to(ACC)
         g = u + w * (g - u)
-    if RESCALE:
-        g = g * tl.load(FACTOR + offs // PER_SAMPLE, mask=mask, other=1.0)
+    if RESCALE:  # the sample's factor; int32 division when the indices fit (int64 division is slow)
+        if IDX32:
+            b = offs.to(tl.int32) // PER_SAMPLE
+        else:
+            b = offs // PER_SAMPLE
+        g = g * tl.load(FACTOR + b, mask=mask, other=1.0)
     x0 = ax * x + am * g
     if CLIP:
         x0 = tl.where(x0 < -clip, -clip, tl.where(x0 > clip, clip, x0))  # NaN passes, as torch.clamp
@@ -52,7 +56,7 @@ def _diffusion_step_kernel(X, M, U, COEFFS, STEP_PTR, STEP, NUM_STEPS, SEED_PTR,
                            FACTOR, PREV, X0, N, PER_SAMPLE, w, clip,
                            HAS_UNCOND: tl.constexpr, RESCALE: tl.constexpr, CLIP: tl.constexpr,
                            STEP_FROM_PTR: tl.constexpr, SEED_FROM_PTR: tl.constexpr, ALIGNED: tl.constexpr,
-                           ACC: tl.constexpr, TILE: tl.constexpr):
+                           IDX32: tl.constexpr, ACC: tl.constexpr, TILE: tl.constexpr):
     # X, M, U, PREV, X0: N contiguous elements (batch x PER_SAMPLE); COEFFS: NUM_STEPS x 9.
     GROUPS: tl.constexpr = TILE // 4
     pid = tl.program_id(0).to(tl.int64)
@@ -91,13 +95,13 @@ def _diffusion_step_kernel(X, M, U, COEFFS, STEP_PTR, STEP, NUM_STEPS, SEED_PTR,
         z2 = tl.zeros([GROUPS], tl.float32)
         z3 = tl.zeros([GROUPS], tl.float32)
     _step_run(X, M, U, FACTOR, PREV, X0, start + j, z0, N, PER_SAMPLE, w, clip, ax, am, ex, em, e0, p0, px, pe,
-              sigma, HAS_UNCOND, RESCALE, CLIP, ALIGNED, ACC)
+              sigma, HAS_UNCOND, RESCALE, CLIP, ALIGNED, IDX32, ACC)
     _step_run(X, M, U, FACTOR, PREV, X0, start + GROUPS + j, z1, N, PER_SAMPLE, w, clip, ax, am, ex, em, e0, p0,
-              px, pe, sigma, HAS_UNCOND, RESCALE, CLIP, ALIGNED, ACC)
+              px, pe, sigma, HAS_UNCOND, RESCALE, CLIP, ALIGNED, IDX32, ACC)
     _step_run(X, M, U, FACTOR, PREV, X0, start + 2 * GROUPS + j, z2, N, PER_SAMPLE, w, clip, ax, am, ex, em, e0,
-              p0, px, pe, sigma, HAS_UNCOND, RESCALE, CLIP, ALIGNED, ACC)
+              p0, px, pe, sigma, HAS_UNCOND, RESCALE, CLIP, ALIGNED, IDX32, ACC)
     _step_run(X, M, U, FACTOR, PREV, X0, start + 3 * GROUPS + j, z3, N, PER_SAMPLE, w, clip, ax, am, ex, em, e0,
-              p0, px, pe, sigma, HAS_UNCOND, RESCALE, CLIP, ALIGNED, ACC)
+              p0, px, pe, sigma, HAS_UNCOND, RESCALE, CLIP, ALIGNED, IDX32, ACC)
 
 
 @triton.jit

@@ -69,7 +69,8 @@ def _launch_step_gpu(x, m, u, coeffs, step_t, step, w, r, clip, seed_t, seed, of
         coeffs if seed_t is None else seed_t, seed, tiles, rem, x if factor is None else factor, prev, x0, n,
         per_sample, w, clip if math.isfinite(clip) else 0.0,
         HAS_UNCOND=u is not None, RESCALE=rescale, CLIP=math.isfinite(clip), STEP_FROM_PTR=step_t is not None,
-        SEED_FROM_PTR=seed_t is not None, ALIGNED=rem == 0, ACC=acc, TILE=NOISE_TILE, num_warps=4)
+        SEED_FROM_PTR=seed_t is not None, ALIGNED=rem == 0, IDX32=rem + n + NOISE_TILE < 2**31, ACC=acc,
+        TILE=NOISE_TILE, num_warps=4)
 
 
 def _launch_noise_gpu(out, seed_t, seed, offset):
