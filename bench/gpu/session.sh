@@ -33,7 +33,7 @@ fi
 if [[ $STAGES == *bench* ]]; then
   # One run per group, each with its own time limit, so one slow group cannot starve the rest;
   # with --no-progress every finished case is logged at once.
-  for f in ${BENCH_FILTERS:-softmax attention}; do
+  for f in ${BENCH_FILTERS:-softmax attention diffusion mixture cluster}; do
     t=$(date +%s)
     timeout ${BENCH_TIMEOUT:-120} fastlearn bench --device cuda --no-progress --filter "$f" ${BENCH_ARGS:-} \
       --json "$OUT/bench-cuda-$f.json" >"$OUT/bench-$f.log" 2>&1
