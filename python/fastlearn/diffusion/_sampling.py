@@ -19,6 +19,8 @@ from numbers import Integral, Real
 
 import torch
 
+from fastlearn.nn.training import SMALL_MODEL_PARAMS
+
 __all__ = ["sample"]
 
 _GRAPH_CACHE_SIZE = 4  # captured graphs kept per model (each holds its own memory pool)
@@ -219,15 +221,32 @@ def sample(model, scheduler, shape, *, labels=None, guidance_scale=1.0, guidance
     dtype = _model_dtype(model)
     gen = torch.Generator().manual_seed(int(seed))
     x = (torch.randn(shape, generator=gen, dtype=torch.float32) * float(scheduler.init_noise_sigma)).to(dev, dtype)
-    with torch.no_grad():
-        if use_graph:
-            out, x0 = _graph_loop(model, scheduler, x, labels, guidance_scale, guidance_rescale, eta, int(seed),
-                                  op, progress)
-        else:
-            out, x0 = _eager_loop(model, scheduler, x, labels, guidance_scale, guidance_rescale, classifier,
-                                  classifier_scale, eta, takes_eta, int(seed), gen, op if use_fused else None,
-                                  progress)
+    old_threads = torch.get_num_threads()
+    if dev.type == "cpu" and isinstance(model, torch.nn.Module) and \
+            sum(p.numel() for p in model.parameters()) < SMALL_MODEL_PARAMS:
+        torch.set_num_threads(1)  # the Trainer's rule: small layers lose more to thread sync than they gain
+    try:
+        with torch.no_grad():
+            return _run(model, scheduler, x, labels, guidance_scale, guidance_rescale, classifier, classifier_scale, eta,
+                        takes_eta, int(seed), gen, op, use_fused, use_graph, progress, return_x0)
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _run(model, scheduler, x, labels, guidance_scale, guidance_rescale, classifier, classifier_scale, eta, takes_eta,
+         seed, gen, op, use_fused, use_graph, progress, return_x0):
+    if use_graph:
+        out, x0 = _graph_loop(model, scheduler, x, labels, guidance_scale, guidance_rescale, eta, seed, op, progress)
+    else:
+        out, x0 = _eager_loop(model, scheduler, x, labels, guidance_scale, guidance_rescale, classifier,
+                              classifier_scale, eta, takes_eta, seed, gen, op if use_fused else None, progress)
     return (out, x0) if return_x0 else out
+
+
+def _noise_stride(numel: int) -> int:
+    """Counter range of one step's noise: numel rounded up to 2048, so steps draw disjoint noise
+    and every step's offset keeps the GPU kernel's loads aligned."""
+    return -(-numel // 2048) * 2048
 
 
 def _bar(total, progress):
@@ -246,7 +265,7 @@ def _eager_loop(model, scheduler, x, labels, w, rescale, classifier, classifier_
     denoise = _Denoiser(model, labels, w)
     timesteps = scheduler.timesteps
     steps = timesteps.tolist()
-    numel = x.numel()
+    stride = _noise_stride(x.numel())
     prediction_type = scheduler.config["prediction_type"]
     coeffs = _fused_table(scheduler, x.device, x.dtype, eta) if op is not None else None
     clip = getattr(scheduler, "fused_clip", None)
@@ -264,7 +283,7 @@ def _eager_loop(model, scheduler, x, labels, w, rescale, classifier, classifier_
                 uncond = uncond + delta if uncond is not None else None
             if op is not None:
                 x, x0 = op(x, cond, coeffs, i, uncond=uncond, guidance_scale=w, guidance_rescale=rescale, clip=clip,
-                           seed=seed, offset=i * numel)
+                           seed=seed, offset=i * stride)
             else:
                 eps = _cfg_combine(cond, uncond, w, rescale)
                 kw = {"eta": eta} if takes_eta else {}
@@ -334,7 +353,7 @@ def _capture(model, scheduler, x_init, labels, w, rescale, eta, op):
     timesteps = scheduler.timesteps.to(dev)
     static["timesteps"] = timesteps
     clip = getattr(scheduler, "fused_clip", None)
-    numel = x_init.numel()
+    stride = _noise_stride(x_init.numel())
     denoise = _Denoiser(model, static["labels"], w)
 
     def run(n_steps):
@@ -343,7 +362,7 @@ def _capture(model, scheduler, x_init, labels, w, rescale, eta, op):
         for i in range(n_steps):
             cond, uncond = denoise(x, timesteps[i])
             x, x0 = op(x, cond, coeffs, i, uncond=uncond, guidance_scale=w, guidance_rescale=rescale, clip=clip,
-                       seed=static["seed"], offset=i * numel)
+                       seed=static["seed"], offset=i * stride)
         return x, x0
 
     # warm-up on a side stream (lazy initialisations, Triton compilation, cuBLAS workspaces)

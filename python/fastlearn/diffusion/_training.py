@@ -132,7 +132,8 @@ class NoisyClassifier(torch.nn.Module):
         t = torch.as_tensor(t, device=x.device)
         if t.ndim == 0:
             t = t.expand(x.shape[0])
-        emb = self.time_mlp(timestep_embedding(t, self.base_channels)).to(x.dtype)
+        weight = self.time_mlp[0].weight
+        emb = self.time_mlp(timestep_embedding(t, self.base_channels, dtype=weight.dtype).to(weight.dtype))
         h = self.block1(self.conv_in(x), emb)
         h = self.block2(self.down(h), emb)
         h = F.silu(self.norm(h)).mean(dim=(2, 3))                          # B x 2 base

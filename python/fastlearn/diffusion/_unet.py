@@ -15,13 +15,15 @@ from torch import nn
 __all__ = ["UNet", "timestep_embedding"]
 
 
-def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
-    """Sinusoidal embedding of (possibly fractional) timesteps t (B,) -> (B, dim):
-    [cos(t f_k), sin(t f_k)] with f_k = max_period^(-k / half), k = 0..half-1 (zero-padded
-    to an odd ``dim``)."""
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0,
+                       dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Sinusoidal embedding of (possibly fractional) timesteps t (B,) -> (B, dim) in ``dtype``
+    (float32 or float64): [cos(t f_k), sin(t f_k)] with f_k = max_period^(-k / half),
+    k = 0..half-1 (zero-padded to an odd ``dim``)."""
+    dtype = torch.float64 if dtype == torch.float64 else torch.float32
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
-    args = t.to(torch.float32)[:, None] * freqs[None, :]                   # B x half
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=dtype) / half)
+    args = t.to(dtype)[:, None] * freqs[None, :]                           # B x half
     emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)            # B x 2 half
     if dim % 2:
         emb = F.pad(emb, (0, 1))
@@ -172,7 +174,8 @@ class UNet(nn.Module):
         if t.shape != (batch,):
             raise ValueError(f"t must be a scalar or hold one timestep per image ({batch}), got shape "
                              f"{tuple(t.shape)}.")
-        emb = self.time_mlp(timestep_embedding(t, self.base_channels))
+        weight = self.time_mlp[0].weight
+        emb = self.time_mlp(timestep_embedding(t, self.base_channels, dtype=weight.dtype).to(weight.dtype))
         if self.label_emb is not None:
             if y is None:
                 y = torch.full((batch,), self.num_classes, device=device, dtype=torch.long)
