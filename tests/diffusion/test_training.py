@@ -215,8 +215,9 @@ def test_bad_inputs(small_model, digits):
 
 @pytest.mark.slow
 def test_guidance_raises_judge_accuracy(digits):
-    """Trains ~12 epochs (about a minute on one quiet core) and checks that the digit judge
-    recognises class-conditional samples, more often with classifier-free guidance."""
+    """Trains 12 epochs (about 1.5 min on one busy core) and checks that the digit judge
+    recognises class-conditional samples, and more often with classifier-free guidance (the
+    demo's 15-epoch model: 0.97 unguided, 1.00 at w = 2, 3 and 5)."""
     from fastlearn.nn.judge import default_judge
 
     X_tr, _, y_tr, _ = digits
@@ -227,5 +228,5 @@ def test_guidance_raises_judge_accuracy(digits):
     for w in (1.0, 3.0):
         images = m.sample(200, labels=labels, guidance_scale=w, num_inference_steps=20, random_state=0)
         acc[w] = judge.evaluate(images, labels)["accuracy"]["generated"]
-    assert acc[1.0] > 0.5
-    assert acc[3.0] > acc[1.0] + 0.05
+    assert acc[1.0] > 0.8, acc
+    assert acc[3.0] > acc[1.0] and acc[3.0] >= 0.97, acc
