@@ -4,7 +4,7 @@
 # Logs and JSON go to $OUT (the device tool brings them back); copy what matters into
 # bench/results/ with the device name.  Usage: bash bench/gpu/session.sh [pytest args...]
 set -uo pipefail
-export PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+export PYTHONUNBUFFERED=1 PYTHONFAULTHANDLER=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 OUT=${OUT:-/tmp/fastlearn-gpu}; mkdir -p "$OUT"
 STAGES=${STAGES:-build,test,bench}
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader
@@ -31,8 +31,12 @@ if [[ $STAGES == *test* ]]; then
 fi
 
 if [[ $STAGES == *bench* ]]; then
-  t=$(date +%s)
-  timeout ${BENCH_TIMEOUT:-300} fastlearn bench --device cuda --no-progress ${BENCH_ARGS:-} \
-    --json "$OUT/bench-cuda.json" >"$OUT/bench.log" 2>&1
-  echo "bench: rc=$? in $(( $(date +%s) - t )) s"; cat "$OUT/bench.log" | tail -60
+  # One run per group, each with its own time limit, so one slow group cannot starve the rest;
+  # with --no-progress every finished case is logged at once.
+  for f in ${BENCH_FILTERS:-softmax attention}; do
+    t=$(date +%s)
+    timeout ${BENCH_TIMEOUT:-120} fastlearn bench --device cuda --no-progress --filter "$f" ${BENCH_ARGS:-} \
+      --json "$OUT/bench-cuda-$f.json" >"$OUT/bench-$f.log" 2>&1
+    echo "bench $f: rc=$? in $(( $(date +%s) - t )) s"; grep -v "Warning\|warn" "$OUT/bench-$f.log" | tail -25
+  done
 fi

@@ -54,31 +54,52 @@ def _scores(q, k, BIAS, b, h, offs_m, offs_n, L, S, scale, stride_bb, stride_bh,
     return tl.where(valid, s, float("-inf"))
 
 
-def _configs(bwd):
+# Tile shapes. Autotuning over many configurations on every new shape costs minutes of
+# compilation (seen on an H100: a test sweep did not finish), so by default one configuration
+# is chosen by head dim and precision; FASTLEARN_ATTN_AUTOTUNE=1 times a handful instead (keyed
+# by head dims and flags, not lengths) and keeps the fastest.
+_AUTOTUNE = os.environ.get("FASTLEARN_ATTN_AUTOTUNE", "0") not in ("", "0")
+
+
+def _heuristic(bwd, d, elt_bytes):
+    """BLOCK_M, BLOCK_N, num_warps, num_stages for head dim ``d`` (padded) and element size."""
     if _INTERPRET:
-        return [triton.Config({"BLOCK_M": 16, "BLOCK_N": 16}, num_warps=4, num_stages=1)]
+        return 16, 16, 4, 1
+    if elt_bytes >= 4:  # fp32/fp64 tiles take twice the registers and shared memory
+        return (32, 32, 4, 2) if bwd else (64, 32, 4, 2)
+    if d <= 64:
+        return (64, 64, 4, 2) if bwd else (128, 64, 4, 3)
+    if d <= 128:
+        return (64, 64, 8, 2) if bwd else (128, 64, 8, 3)
+    return (32, 32, 4, 1) if bwd else (64, 32, 4, 2)
+
+
+def _configs(bwd):
     out = []
-    for bm in (64, 128):
-        for bn in (32, 64, 128):
-            for warps in (4, 8):
-                for stages in (2, 3, 4):
-                    if bwd and bm * bn > 128 * 64:
-                        continue
-                    out.append(triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=warps, num_stages=stages))
+    for bm, bn, warps, stages in ((128, 64, 8, 3), (128, 64, 4, 3), (128, 128, 8, 3), (64, 64, 4, 3),
+                                  (128, 32, 4, 4), (64, 32, 4, 2), (64, 64, 8, 2), (32, 32, 4, 1)):
+        if bwd and bm * bn > 128 * 64:
+            continue
+        out.append(triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=warps, num_stages=stages))
     return out
 
 
 def _prune(configs, named_args, **kwargs):
     # Large head dims need smaller tiles to fit registers / shared memory (H100: 228 KiB).
-    d = max(named_args["BLOCK_D"], named_args["BLOCK_DV"])
+    # Triton passes constexpr arguments in named_args (older releases) or in kwargs (3.6+).
+    args = {**named_args, **kwargs}
+    d = max(args["BLOCK_D"], args["BLOCK_DV"])
     keep = [c for c in configs if d <= 128 or c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= 64 * 64]
-    return keep or configs[:1]
+    return keep or configs[-1:]
 
 
-_KEY = ["L", "S", "BLOCK_D", "BLOCK_DV", "CAUSAL", "HAS_BIAS", "DROPOUT", "GROUP"]
+_KEY = ["BLOCK_D", "BLOCK_DV", "CAUSAL", "HAS_BIAS", "DROPOUT", "GROUP"]
 
 
-@triton.autotune(configs=_configs(False), key=_KEY, prune_configs_by={"early_config_prune": _prune})
+def _tuned(kernel, bwd):
+    return triton.autotune(configs=_configs(bwd), key=_KEY, prune_configs_by={"early_config_prune": _prune})(kernel)
+
+
 @triton.jit
 def _attn_fwd_kernel(Q, K, V, BIAS, OUT, LSE, L, S, HQ, GROUP, E, EV, scale, keep_scale, SEED_LO, SEED_HI,
                      THRESHOLD, stride_bb, stride_bh, stride_bm, stride_bn, HAS_BIAS: tl.constexpr,
@@ -127,7 +148,6 @@ def _attn_fwd_kernel(Q, K, V, BIAS, OUT, LSE, L, S, HQ, GROUP, E, EV, scale, kee
     tl.store(LSE + bh.to(tl.int64) * L + offs_m, lse.to(LSE.dtype.element_ty), mask=offs_m < L)
 
 
-@triton.autotune(configs=_configs(True), key=_KEY, prune_configs_by={"early_config_prune": _prune})
 @triton.jit
 def _attn_bwd_dkdv_kernel(Q, K, V, BIAS, GO, LSE, DELTA, DK, DV, L, S, HQ, GROUP, E, EV, scale, keep_scale,
                           SEED_LO, SEED_HI, THRESHOLD, stride_bb, stride_bh, stride_bm, stride_bn,
@@ -182,7 +202,6 @@ def _attn_bwd_dkdv_kernel(Q, K, V, BIAS, GO, LSE, DELTA, DK, DV, L, S, HQ, GROUP
              mask=(offs_n[:, None] < S) & (offs_dv[None, :] < EV))
 
 
-@triton.autotune(configs=_configs(True), key=_KEY, prune_configs_by={"early_config_prune": _prune})
 @triton.jit
 def _attn_bwd_dq_kernel(Q, K, V, BIAS, GO, LSE, DELTA, DQ, L, S, HQ, GROUP, E, EV, scale, keep_scale, SEED_LO,
                         SEED_HI, THRESHOLD, stride_bb, stride_bh, stride_bm, stride_bn, HAS_BIAS: tl.constexpr,
@@ -253,6 +272,27 @@ def _common(q, k, v, bias, dropout_p, is_causal, scale, seed):
     ), (B, HQ, HKV, L, S, E, EV)
 
 
+_KERNELS = {}
+
+
+def _kernel(which):
+    """The plain kernel, or (FASTLEARN_ATTN_AUTOTUNE=1) its autotuned wrapper, made once."""
+    plain = {"fwd": _attn_fwd_kernel, "dkdv": _attn_bwd_dkdv_kernel, "dq": _attn_bwd_dq_kernel}[which]
+    if not _AUTOTUNE or _INTERPRET:
+        return plain
+    if which not in _KERNELS:
+        _KERNELS[which] = _tuned(plain, which != "fwd")
+    return _KERNELS[which]
+
+
+def _launch(bwd, meta, q):
+    """Launch parameters of the plain kernels (none when autotuning picks them)."""
+    if _AUTOTUNE and not _INTERPRET:
+        return {}
+    bm, bn, warps, stages = _heuristic(bwd, max(meta["BLOCK_D"], meta["BLOCK_DV"]), q.element_size())
+    return {"BLOCK_M": bm, "BLOCK_N": bn, "num_warps": warps, "num_stages": stages}
+
+
 def attention_forward(q, k, v, bias, dropout_p, is_causal, scale, seed, wrap=lambda f: f):
     """out (B, Hq, L, Ev) and lse (B, Hq, L; float32, float64 for float64 inputs) of
     q (B, Hq, L, E), k (B, Hkv, S, E), v (B, Hkv, S, Ev), all contiguous; bias (B, Hq, L, S) with
@@ -266,7 +306,7 @@ def attention_forward(q, k, v, bias, dropout_p, is_causal, scale, seed, wrap=lam
     if out.numel() == 0 or S == 0:
         return out, lse
     grid = lambda META: (triton.cdiv(L, META["BLOCK_M"]), B * HQ)  # noqa: E731
-    wrap(_attn_fwd_kernel)[grid](q, k, v, bias if bias is not None else q, out, lse, **meta)
+    wrap(_kernel("fwd"))[grid](q, k, v, bias if bias is not None else q, out, lse, **meta, **_launch(False, meta, q))
     return out, lse
 
 
@@ -282,7 +322,7 @@ def attention_backward(grad_out, q, k, v, bias, out, lse, dropout_p, is_causal, 
     delta = (grad_out.to(lse.dtype) * out.to(lse.dtype)).sum(-1)  # B x Hq x L: <dO_i, O_i>
     b = bias if bias is not None else q
     grid_kv = lambda META: (triton.cdiv(S, META["BLOCK_N"]), B * HKV)  # noqa: E731
-    wrap(_attn_bwd_dkdv_kernel)[grid_kv](q, k, v, b, grad_out, lse, delta, dk, dv, **meta)
+    wrap(_kernel("dkdv"))[grid_kv](q, k, v, b, grad_out, lse, delta, dk, dv, **meta, **_launch(True, meta, q))
     grid_q = lambda META: (triton.cdiv(L, META["BLOCK_M"]), B * HQ)  # noqa: E731
-    wrap(_attn_bwd_dq_kernel)[grid_q](q, k, v, b, grad_out, lse, delta, dq, **meta)
+    wrap(_kernel("dq"))[grid_q](q, k, v, b, grad_out, lse, delta, dq, **meta, **_launch(True, meta, q))
     return dq, dk, dv

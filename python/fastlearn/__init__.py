@@ -10,6 +10,8 @@ import importlib
 
 __version__ = "0.1.0"
 
+import torch  # noqa: E402,F401  (loaded before _C: torch brings its own OpenMP and CUDA runtimes)
+
 from fastlearn import _C  # noqa: E402  (the compiled kernels; import errors surface here)
 from fastlearn._info import get_num_threads, info, set_num_threads  # noqa: E402
 

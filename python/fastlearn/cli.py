@@ -89,6 +89,8 @@ def _cmd_bench(args) -> int:
     try:
         for case in tqdm(cases, desc="bench", unit="case", file=sys.stderr, disable=args.no_progress):
             rows.append(run_case(case, min_time=args.min_time))
+            if args.no_progress:  # a log: one line per finished case, so a killed run keeps them
+                print(format_table(rows[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
     except KeyboardInterrupt:
         print(f"\ninterrupted: showing the {len(rows)} finished case(s)", file=sys.stderr)
     print(format_table(rows))

@@ -18,6 +18,8 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 
 from fastlearn import _C
 from fastlearn._buffer import view
+from fastlearn.cluster import _gpu
+from fastlearn.mixture._gpu import gpu_device
 
 __all__ = ["KMeans", "kmeans_plusplus"]
 
@@ -166,6 +168,10 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
     def fit(self, X, y=None, sample_weight=None):
         """Compute k-means clustering of X (best of n_init runs by inertia)."""
         self._validate_params()
+        gpu = gpu_device(self, X)
+        if gpu is not None:  # the same algorithm with tensors on the device (cluster/_gpu.py)
+            _gpu.fit(self, X, sample_weight, gpu)
+            return self
         from fastlearn.mixture._gaussian_mixture import _as_numpy
 
         X, _ = _as_numpy(X, self.device)
@@ -231,6 +237,10 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
 
     def predict(self, X, sample_weight=None):
         """Index of the nearest cluster centre of each sample."""
+        check_is_fitted(self)
+        gpu = gpu_device(self, X)
+        if gpu is not None:
+            return _gpu.predict(self, X, gpu)
         X, tdev = self._checked_X(X)
         w = np.ones(X.shape[0], dtype=X.dtype)
         from fastlearn.mixture._gaussian_mixture import _back
@@ -239,6 +249,10 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
 
     def transform(self, X):
         """Euclidean distances to each cluster centre, shape (n_samples, n_clusters)."""
+        check_is_fitted(self)
+        gpu = gpu_device(self, X)
+        if gpu is not None:
+            return _gpu.transform(self, X, gpu)
         X, tdev = self._checked_X(X)
         C = self.cluster_centers_
         d = np.einsum("ij,ij->i", X, X)[:, None] - 2.0 * (X @ C.T) + np.einsum("ij,ij->i", C, C)[None, :]
@@ -252,6 +266,10 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
 
     def score(self, X, y=None, sample_weight=None):
         """Opposite of the (weighted) inertia of X against the fitted centres."""
+        check_is_fitted(self)
+        gpu = gpu_device(self, X)
+        if gpu is not None:
+            return _gpu.score(self, X, gpu, sample_weight)
         X, _ = self._checked_X(X)
         w = _check_sample_weight(sample_weight, X, dtype=X.dtype)
         return -float(_assign(X, self.cluster_centers_, w)["inertia"])

@@ -76,7 +76,20 @@ def gaussian_pass(X, means, prec_chol, covariance_type, log_weights=None, *, log
     return out
 
 
-def m_step(stats, means, covariance_type, reg_covar, dtype, tied_scatter=None, data_mean=None):
+def _tied_correction(nk, e, data_mean, n_samples, outer=np.outer):
+    """scikit-learn's tied covariance is (X^T X - sum_k nk m_k m_k^T) / sum nk over all samples,
+    also when the responsibilities do not sum to one per sample (initial responsibilities from
+    single points). The centred form above equals it exactly when sum nk = N and
+    sum nk m_k = N c; otherwise this adds the difference, (N - sum nk) c c^T + u c^T + c u^T with
+    u = -sum_k nk (m_k - c), written without the large cancelling terms of X^T X."""
+    if n_samples is None:
+        return 0.0
+    u = -(nk[:, None] * e).sum(0)
+    c = data_mean
+    return (n_samples - nk.sum()) * outer(c, c) + outer(u, c) + outer(c, u)
+
+
+def m_step(stats, means, covariance_type, reg_covar, dtype, tied_scatter=None, data_mean=None, n_samples=None):
     """Weights, means and covariances from the E-step statistics, in float64, with
     scikit-learn's definitions: nk = sum r + 10 eps, means = r^T X / nk, covariance about the
     new means divided by nk, plus reg_covar on the diagonal.
@@ -106,6 +119,7 @@ def m_step(stats, means, covariance_type, reg_covar, dtype, tied_scatter=None, d
     else:  # tied: total scatter about the data mean, minus the between-component part
         e = new_means - data_mean
         cov = tied_scatter - (nk[:, None] * e).T @ e
+        cov += _tied_correction(nk, e, data_mean, n_samples)
         cov /= nk.sum()
         cov.flat[:: c.shape[1] + 1] += reg_covar
     weights = nk / nk.sum()

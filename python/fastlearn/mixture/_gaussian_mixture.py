@@ -1,12 +1,13 @@
 """GaussianMixture: scikit-learn's estimator (same arguments, attributes, EM iterations and
 lower bound), with each EM iteration one fused pass of the C++ kernel over the data: the
 E-step's per-sample log-likelihoods and the M-step's sufficient statistics are computed
-together, so the n_samples x n_components responsibility matrix is never stored."""
+together, so the n_samples x n_components responsibility matrix is never stored. On the GPU
+(device='cuda', or CUDA tensors) the same EM runs in mixture/_gpu.py on a fused Triton E-step."""
 
 from __future__ import annotations
 
 import json
-import math
+import sys
 import time
 import warnings
 from numbers import Integral, Real
@@ -20,6 +21,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from fastlearn.mixture import _gaussian as G
+from fastlearn.mixture import _gpu
 
 __all__ = ["GaussianMixture"]
 
@@ -34,12 +36,20 @@ def _as_numpy(X, device, what="X"):
         torch = None
     if device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}.")
-    if device == "cuda":
-        raise RuntimeError("device='cuda': the GaussianMixture/KMeans GPU path is not implemented yet (the "
-                           "Triton gaussian_log_prob op is); use device='cpu' or 'auto'.")
     if torch is not None and isinstance(X, torch.Tensor):
         return X.detach().cpu().numpy(), X.device
     return X, None
+
+
+def _progress(est, total):
+    """A tqdm bar over the EM (or Lloyd) iterations on stderr when ``verbose`` >= 1, else None."""
+    if not est.verbose or total <= 0:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover - tqdm is a dependency
+        return None
+    return tqdm(total=total, desc=type(est).__name__, unit="it", file=sys.stderr, leave=False)
 
 
 def _back(result, torch_device):
@@ -62,7 +72,15 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         sample (with the mean covariance of the others) and carry on (counted in
         ``n_reseeded_``).
     device : {'auto', 'cpu', 'cuda'}, default='auto'
-        Where to run; NumPy arrays and CPU tensors run on the CPU kernels.
+        Where to run. 'auto': CUDA tensors on the GPU (fused Triton E-step, M-step in torch
+        on the device), NumPy arrays and CPU tensors on the CPU kernels; 'cuda': always the
+        GPU (NumPy input is copied there); 'cpu': always the CPU. Fitted attributes are NumPy
+        arrays either way; predictions follow the input (NumPy, or a tensor on its device);
+        ``sample`` draws on the host with NumPy, as the CPU path.
+
+    With ``verbose`` >= 1 a tqdm bar over the EM iterations goes to stderr (besides
+    scikit-learn's messages); Ctrl-C ends the fit early with the best parameters so far
+    (a RuntimeWarning says so).
     """
 
     _parameter_constraints: dict = {
@@ -201,7 +219,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             center = np.broadcast_to(fit_state["data_mean"], (K, D))
             stats = self._stats_from_assignment(X, labels, resp, center)
             weights, means, covariances = G.m_step(stats, center, self.covariance_type, self.reg_covar, dtype,
-                                                   fit_state["tied_scatter"], fit_state["data_mean"])
+                                                   fit_state["tied_scatter"], fit_state["data_mean"], X.shape[0])
             nk = stats["nk"] + 10 * np.finfo(dtype).eps
             weights = nk / X.shape[0]  # scikit-learn divides the initial nk by n_samples
         else:
@@ -259,7 +277,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                               np.log(self.weights_.astype(np.float64)), stats=True, log_norm=reseed)
         lower_bound = out["loglik"] / X.shape[0]
         weights, means, covariances = G.m_step(out, self.means_, self.covariance_type, self.reg_covar, X.dtype,
-                                               fit_state["tied_scatter"], fit_state["data_mean"])
+                                               fit_state["tied_scatter"], fit_state["data_mean"], X.shape[0])
         try:
             prec_chol = G.precision_cholesky(covariances, self.covariance_type)
         except ValueError as e:
@@ -301,6 +319,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     def fit_predict(self, X, y=None):
         """Fit, then label X by the most probable component (consistent with predict)."""
         self._validate_params()
+        gpu = _gpu.gpu_device(self, X)
+        if gpu is not None:  # the same EM with tensors on the device (mixture/_gpu.py)
+            return _gpu.fit_predict(self, X, gpu)
         X, tdev = _as_numpy(X, self.device)
         X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2)
         if X.shape[0] < self.n_components:
@@ -317,6 +338,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.n_reseeded_ = 0
         random_state = check_random_state(self.random_state)
         best_params, best_n_iter = None, 0
+        interrupted = False
+        bar = _progress(self, n_init * self.max_iter)
         for init in range(n_init):
             self._print_init_begin(init)
             if do_init:
@@ -328,22 +351,37 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 continue
             converged = False
             n_iter = 0
-            for n_iter in range(1, self.max_iter + 1):
-                prev = lower_bound
-                lower_bound = self._em_step(X, fit_state)
-                current.append(lower_bound)
-                change = lower_bound - prev
-                self._print_iter_end(n_iter, change)
-                if abs(change) < self.tol:
-                    converged = True
-                    break
+            try:
+                for n_iter in range(1, self.max_iter + 1):
+                    prev = lower_bound
+                    lower_bound = self._em_step(X, fit_state)
+                    current.append(lower_bound)
+                    change = lower_bound - prev
+                    self._print_iter_end(n_iter, change)
+                    if bar is not None:
+                        bar.update(1)
+                        bar.set_postfix(init=init, lower_bound=f"{lower_bound:.6g}")
+                    if abs(change) < self.tol:
+                        converged = True
+                        break
+            except KeyboardInterrupt:  # keep the best parameters so far (_em_step sets them at its end)
+                interrupted = True
             self._print_init_end(lower_bound, converged)
-            if lower_bound > max_lower_bound or max_lower_bound == -np.inf:
+            if current and (lower_bound > max_lower_bound or max_lower_bound == -np.inf):
                 max_lower_bound = lower_bound
-                best_params, best_n_iter = self._get_parameters(), n_iter
+                best_params, best_n_iter = self._get_parameters(), len(current)
                 best_lower_bounds = current
                 self.converged_ = converged
-        if not self.converged_ and self.max_iter > 0:
+            elif best_params is None:
+                best_params = self._get_parameters()
+            if interrupted:
+                break
+        if bar is not None:
+            bar.close()
+        if interrupted:
+            warnings.warn("GaussianMixture.fit was interrupted; the model holds the best parameters found so far.",
+                          RuntimeWarning, stacklevel=3)
+        elif not self.converged_ and self.max_iter > 0:
             warnings.warn("Best performing initialization did not converge. Try different init parameters, or "
                           "increase max_iter, tol, or check for degenerate data.", ConvergenceWarning)
         self._set_parameters(best_params)
@@ -398,21 +436,37 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     def score_samples(self, X):
         """Per-sample log-likelihood log p(x) under the mixture, shape (n_samples,)."""
+        check_is_fitted(self)
+        gpu = _gpu.gpu_device(self, X)
+        if gpu is not None:
+            return _gpu.score_samples(self, X, gpu)
         X, tdev = self._checked_X(X)
         return _back(self._weighted_pass(X, log_norm=True)["log_norm"], tdev)
 
     def score(self, X, y=None):
         """Mean per-sample log-likelihood of X."""
+        check_is_fitted(self)
+        gpu = _gpu.gpu_device(self, X)
+        if gpu is not None:
+            return _gpu.score(self, X, gpu)
         X, _ = self._checked_X(X)
         return float(self._weighted_pass(X, log_norm=True)["loglik"] / X.shape[0])
 
     def predict(self, X):
         """Most probable component of each sample, shape (n_samples,)."""
+        check_is_fitted(self)
+        gpu = _gpu.gpu_device(self, X)
+        if gpu is not None:
+            return _gpu.predict(self, X, gpu)
         X, tdev = self._checked_X(X)
         return _back(self._weighted_pass(X, labels=True)["labels"], tdev)
 
     def predict_proba(self, X):
         """Posterior probability of each component, shape (n_samples, n_components)."""
+        check_is_fitted(self)
+        gpu = _gpu.gpu_device(self, X)
+        if gpu is not None:
+            return _gpu.predict_proba(self, X, gpu)
         X, tdev = self._checked_X(X)
         wlp = self._weighted_pass(X, log_prob=True)["log_prob"]
         with np.errstate(under="ignore"):

@@ -14,6 +14,7 @@ from torch.library import triton_op, wrap_triton
 
 from fastlearn import _C
 from fastlearn._buffer import view
+from fastlearn.ops._eager import direct_cpu_call_ok
 from fastlearn.ops._device import gpu_backend
 
 __all__ = ["scaled_dot_product_attention"]
@@ -60,10 +61,11 @@ def _sdpa_cpu_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: Opti
     qc, kc, vc = (t if t.dtype == ct and t.is_contiguous() else t.to(ct).contiguous() for t in (q, k, v))
     bc = None if bias is None or bias.dtype == ct else bias.to(ct)
     bc = bias if bc is None else bc
-    out = torch.zeros(B, H, L, v.shape[-1], dtype=ct)
-    lse = torch.full((B, H, L), float("inf"), dtype=ct)
-    if out.numel() == 0 or k.shape[2] == 0:  # nothing to attend: zeros, as PyTorch
-        return out.to(q.dtype), lse
+    if B * H * L * v.shape[-1] == 0 or k.shape[2] == 0:  # nothing to attend: zeros, as PyTorch
+        return (torch.zeros(B, H, L, v.shape[-1], dtype=q.dtype),
+                torch.full((B, H, L), float("inf"), dtype=ct))
+    out = torch.empty(B, H, L, v.shape[-1], dtype=ct)  # the kernel writes every row of both
+    lse = torch.empty((B, H, L), dtype=ct)
     _C.attention_forward(view(qc, "query"), view(kc, "key"), view(vc, "value"),
                          None if bc is None else view(bc, "attn_mask"), view(out, "out"), view(lse, "lse"),
                          scale, is_causal, dropout_p, seed)
@@ -259,6 +261,9 @@ def scaled_dot_product_attention(query: torch.Tensor, key: torch.Tensor, value: 
     seed = 0
     if dropout_p > 0:
         seed = int(torch.randint(0, 2**62, (1,)).item())
-    out, _ = torch.ops.fastlearn.sdpa(q4.contiguous(), k4.contiguous(), v4.contiguous(), bias, float(dropout_p),
-                                      is_causal, float(scale), seed)
+    q4, k4, v4 = q4.contiguous(), k4.contiguous(), v4.contiguous()
+    if direct_cpu_call_ok(q4, k4, v4) and (bias is None or direct_cpu_call_ok(bias)):
+        out, _ = _sdpa_cpu_impl(q4, k4, v4, bias, float(dropout_p), is_causal, float(scale), seed)
+    else:
+        out, _ = torch.ops.fastlearn.sdpa(q4, k4, v4, bias, float(dropout_p), is_causal, float(scale), seed)
     return out.reshape(out_lead + (L, Ev))

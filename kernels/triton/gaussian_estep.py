@@ -1,0 +1,159 @@
+"""Triton fused E-step of a Gaussian mixture: one pass over X gives, per point, the weighted
+log-density of every component, their log-sum-exp (log_norm) and responsibilities, and the
+M-step's sufficient statistics, without an N x K matrix in memory.
+
+Persistent programs: program g walks the point blocks g, g + G, g + 2G, ... and adds each
+block's statistics (float32 within the block, as the CPU kernel does) into its own float64
+slot of the partial buffers (read-modify-write by one program only: deterministic, no
+atomics). The launcher sums the G slots afterwards (the second stage), so memory is
+G x K x D x D, independent of N. For a block of BLOCK_N points and component k:
+  full: xc = x - mu_k; q = ||xc P_k||^2 as tl.dot over column slabs of P_k (BLOCK_J wide);
+        scatter S_k += (r_k xc)^T xc as tl.dot, about the current mean mu_k (as the CPU
+        kernel: no cancellation from large offsets; the M-step moves it to the new mean)
+  tied: z = (x - c) P once per block (slabs), q = ||z - (mu_k - c) P||^2 per component, c the
+        mean of the means (the difference of two large products would cancel in float32
+        for data far from the origin); first moments
+  diag: q = sum (x - mu_k)^2 p_k^2 elementwise; first and second moments about mu_k
+The K log-densities live in a BLOCK_N x BLOCK_K register tile W (column k set with
+tl.where), so the log-sum-exp and the responsibilities need no second pass over P.
+"""
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _gaussian_estep_kernel(X, MU, P, B, CENTER, OFFSET,        # N x D, K x D, P (see COV), K x D, D, K
+                           LOG_NORM, LABELS, RESP,            # N, N (int64), N x K: written when asked
+                           PART_LL, PART_NK, PART_S1, PART_S2,  # G; G x K; G x K x D; G x K x D x D | G x K x D
+                           N, D, K, stride_x_n, stride_p_k,
+                           COV: tl.constexpr, WRITE_LOG_NORM: tl.constexpr, WRITE_LABELS: tl.constexpr,
+                           WRITE_RESP: tl.constexpr, STATS: tl.constexpr, BLOCK_N: tl.constexpr,
+                           BLOCK_D: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_J: tl.constexpr,
+                           PRECISION: tl.constexpr):
+    pid = tl.program_id(0)
+    n_progs = tl.num_programs(0)
+    n_blocks = tl.cdiv(N, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    mask_d = offs_d < D
+    offs_k = tl.arange(0, BLOCK_K)
+    mask_k = offs_k < K
+    off = tl.load(OFFSET + offs_k, mask=mask_k, other=0.0)
+    ll = tl.zeros([BLOCK_N], dtype=tl.float64)
+    for blk in range(pid, n_blocks, n_progs):
+        offs_n = blk * BLOCK_N + tl.arange(0, BLOCK_N)
+        mask_n = offs_n < N
+        x = tl.load(X + offs_n[:, None].to(tl.int64) * stride_x_n + offs_d[None, :],
+                    mask=mask_n[:, None] & mask_d[None, :], other=0.0)      # BLOCK_N x BLOCK_D
+        # 1. W[n, k] = log w_k + log N(x_n | mu_k, Sigma_k)  (offset holds log w_k + log det P_k - D/2 log 2 pi)
+        W = tl.zeros([BLOCK_N, BLOCK_K], dtype=x.dtype)
+        if COV == 1:
+            c = tl.load(CENTER + offs_d, mask=mask_d, other=0.0)
+            xt = tl.where(mask_d[None, :], x - c[None, :], 0.0)
+            for j0 in range(0, BLOCK_D, BLOCK_J):
+                offs_j = j0 + tl.arange(0, BLOCK_J)
+                mask_j = offs_j < D
+                p = tl.load(P + offs_d[:, None] * D + offs_j[None, :], mask=mask_d[:, None] & mask_j[None, :],
+                            other=0.0)                                     # BLOCK_D x BLOCK_J
+                z = tl.dot(xt, p, input_precision=PRECISION)              # BLOCK_N x BLOCK_J
+                for k in range(K):
+                    b = tl.load(B + k * D + offs_j, mask=mask_j, other=0.0)
+                    diff = tl.where(mask_j[None, :], z - b[None, :], 0.0)
+                    q = tl.sum(diff * diff, axis=1)
+                    W += tl.where(offs_k[None, :] == k, q[:, None], 0.0)
+        else:
+            for k in range(K):
+                mu = tl.load(MU + k * D + offs_d, mask=mask_d, other=0.0)
+                xc = tl.where(mask_d[None, :], x - mu[None, :], 0.0)
+                if COV == 2:
+                    p = tl.load(P + k * D + offs_d, mask=mask_d, other=0.0)
+                    q = tl.sum(xc * xc * (p * p)[None, :], axis=1)
+                else:
+                    q = tl.zeros([BLOCK_N], dtype=x.dtype)
+                    for j0 in range(0, BLOCK_D, BLOCK_J):
+                        offs_j = j0 + tl.arange(0, BLOCK_J)
+                        p = tl.load(P + k * stride_p_k + offs_d[:, None] * D + offs_j[None, :],
+                                    mask=mask_d[:, None] & (offs_j[None, :] < D), other=0.0)
+                        y = tl.dot(xc, p, input_precision=PRECISION)      # BLOCK_N x BLOCK_J
+                        q += tl.sum(y * y, axis=1)
+                W += tl.where(offs_k[None, :] == k, q[:, None], 0.0)
+        W = off[None, :] - 0.5 * W
+        W = tl.where(mask_k[None, :], W, float("-inf"))
+        # 2. log-sum-exp over the components, responsibilities
+        m = tl.max(W, axis=1)
+        e = tl.exp(W - m[:, None])
+        s = tl.sum(e, axis=1)
+        lse = m + tl.log(s)
+        ll += tl.where(mask_n, lse.to(tl.float64), 0.0)
+        if WRITE_LOG_NORM:
+            tl.store(LOG_NORM + offs_n, lse, mask=mask_n)
+        if WRITE_LABELS:
+            tl.store(LABELS + offs_n, tl.argmax(W, axis=1).to(tl.int64), mask=mask_n)
+        r = tl.where(mask_n[:, None], e * (1.0 / s)[:, None], 0.0)           # BLOCK_N x BLOCK_K
+        if WRITE_RESP:
+            tl.store(RESP + offs_n[:, None].to(tl.int64) * K + offs_k[None, :], r,
+                     mask=mask_n[:, None] & mask_k[None, :])
+        # 3. sufficient statistics of the block, added to this program's float64 slot
+        if STATS:
+            nk_ptr = PART_NK + pid * K + offs_k
+            tl.store(nk_ptr, tl.load(nk_ptr, mask=mask_k, other=0.0) + tl.sum(r.to(tl.float64), axis=0),
+                     mask=mask_k)
+            for k in range(K):
+                r_k = tl.sum(tl.where(offs_k[None, :] == k, r, 0.0), axis=1)  # BLOCK_N
+                mu = tl.load(MU + k * D + offs_d, mask=mask_d, other=0.0)
+                xc = tl.where(mask_d[None, :], x - mu[None, :], 0.0)
+                rx = r_k[:, None] * xc                                       # BLOCK_N x BLOCK_D
+                slot = pid * K + k
+                s1_ptr = PART_S1 + slot.to(tl.int64) * D + offs_d
+                tl.store(s1_ptr, tl.load(s1_ptr, mask=mask_d, other=0.0) + tl.sum(rx, axis=0).to(tl.float64),
+                         mask=mask_d)
+                if COV == 0:
+                    for j0 in range(0, BLOCK_D, BLOCK_J):
+                        offs_j = j0 + tl.arange(0, BLOCK_J)
+                        mask_j = offs_j < D
+                        if BLOCK_J == BLOCK_D:
+                            xj = xc
+                        else:
+                            xj = tl.load(X + offs_n[:, None].to(tl.int64) * stride_x_n + offs_j[None, :],
+                                         mask=mask_n[:, None] & mask_j[None, :], other=0.0)
+                            mu_j = tl.load(MU + k * D + offs_j, mask=mask_j, other=0.0)
+                            xj = tl.where(mask_j[None, :], xj - mu_j[None, :], 0.0)
+                        acc = tl.dot(tl.trans(rx), xj, input_precision=PRECISION)  # BLOCK_D x BLOCK_J
+                        s2_ptr = PART_S2 + slot.to(tl.int64) * D * D + offs_d[:, None] * D + offs_j[None, :]
+                        mask_2 = mask_d[:, None] & mask_j[None, :]
+                        tl.store(s2_ptr, tl.load(s2_ptr, mask=mask_2, other=0.0) + acc.to(tl.float64), mask=mask_2)
+                elif COV == 2:
+                    s2_ptr = PART_S2 + slot.to(tl.int64) * D + offs_d
+                    tl.store(s2_ptr, tl.load(s2_ptr, mask=mask_d, other=0.0) + tl.sum(rx * xc, axis=0).to(tl.float64),
+                             mask=mask_d)
+    tl.store(PART_LL + pid, tl.sum(ll, axis=0))
+
+
+def launch_config(n, d, k, dtype_is_fp64, n_sm=None, slot_budget_bytes=256 << 20, cov=0):
+    """Tiles and the number of persistent programs for N points, D features, K components.
+
+    BLOCK_D = D rounded up to a power of two (at least 16, tl.dot's smallest side); P_k and
+    the scatter are taken in column slabs of BLOCK_J (<= 64, BLOCK_D x BLOCK_J <= 8192
+    values). BLOCK_N starts at 256 points (each block's statistics cost a read-modify-write
+    of K x D x D float64 values in the program's slot, so bigger blocks amortise it; at
+    D=32, K=16 that is 256 KiB of slot traffic for 32 KiB of X) and halves until the point
+    tile and the K-wide tile W each hold at most 8192 values (4096 in fp64): 32 KiB of fp32
+    over 8 warps is 32 registers a thread. Programs: 2 a multiprocessor, so the slots of
+    a D=32, K=16 problem (132 KiB each, 35 MB on an H100) stay in L2; 4 under the
+    interpreter (no n_sm); never more than the blocks, and few enough that all slots fit
+    in ``slot_budget_bytes`` (at K=256, D=32: 118 programs).
+    """
+    block_d = max(16, triton.next_power_of_2(max(d, 1)))
+    block_k = max(2, triton.next_power_of_2(max(k, 1)))
+    block_j = max(16, min(block_d, 64, 8192 // block_d))
+    cap = 4096 if dtype_is_fp64 else 8192
+    block_n = 256
+    while block_n > 16 and (block_n * block_d > cap or block_n * block_k > cap):
+        block_n //= 2
+    num_warps = 8 if block_n * max(block_d, block_k) >= 8192 else 4
+    n_blocks = max(1, triton.cdiv(n, block_n))
+    slot = 8 * k * (1 + d + (d * d if cov == 0 else d))
+    programs = 2 * n_sm if n_sm else 4
+    programs = max(1, min(programs, n_blocks, slot_budget_bytes // max(slot, 1)))
+    meta = dict(BLOCK_N=block_n, BLOCK_D=block_d, BLOCK_K=block_k, BLOCK_J=block_j, num_warps=num_warps)
+    return meta, programs
