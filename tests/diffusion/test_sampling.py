@@ -7,6 +7,7 @@ against the eager loop."""
 import math
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
@@ -304,3 +305,22 @@ def test_cuda_graph_equals_eager(kind, w):
     # and the CPU run of the same model and seed agrees (same x_T, same counter-based noise)
     cpu = sample(model.cpu(), make(), (4, 1, 8, 8), seed=4, **{**kw, "labels": labels2.cpu()})
     torch.testing.assert_close(cpu, graph2.cpu(), rtol=1e-3, atol=1e-3)
+    # the model moved away and back: its parameters live elsewhere now, the graph is re-captured
+    model.cuda()
+    graph3 = sample(model, make(), (4, 1, 8, 8), seed=4, cuda_graph=True, **kw)
+    torch.testing.assert_close(graph3, eager2, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.cuda
+def test_cuda_digits_model_samples_with_a_graph_and_classifier_guidance_eagerly():
+    from fastlearn.diffusion import DiffusionModel
+    from fastlearn.nn.judge import load_digit_images
+
+    X_tr, _, y_tr, _ = load_digit_images(0)
+    m = DiffusionModel(epochs=1, base_channels=16, random_state=0, device="cuda").fit(X_tr[:256], y_tr[:256])
+    m.fit_classifier(X_tr[:256], y_tr[:256], epochs=1)
+    a = m.sample(8, labels=np.arange(8), guidance_scale=3.0, num_inference_steps=5, random_state=0)
+    b = m.sample(8, labels=np.arange(8), guidance_scale=3.0, num_inference_steps=5, random_state=0, cuda_graph=False)
+    np.testing.assert_allclose(a, b, atol=1e-4)
+    c = m.sample(8, labels=np.arange(8), classifier_scale=2.0, num_inference_steps=5, random_state=0)
+    assert c.shape == (8, 64) and np.isfinite(c).all()

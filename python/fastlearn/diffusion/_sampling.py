@@ -162,7 +162,7 @@ def sample(model, scheduler, shape, *, labels=None, guidance_scale=1.0, guidance
     cuda_graph : "auto" (on for CUDA when the fused step runs and there is no classifier),
         True (required: errors say why it cannot), False. Graphs are cached per model and
         shapes, so repeated calls replay without re-capture; they read the model's parameters
-        in place (in-place updates are seen, replaced parameter tensors are not).
+        in place (in-place updates are seen; moved or replaced parameters cause a re-capture).
     progress : a tqdm bar over the steps (one update for a graph replay).
     return_x0 : also return the last prediction of x0.
     fused : "auto" (the fused op when ``scheduler.fused_supported(eta)``), True, False
@@ -310,13 +310,19 @@ def _graph_loop(model, scheduler, x_init, labels, w, rescale, eta, seed, op, pro
     copy the inputs into its static buffers and replay."""
     key = _graph_key(scheduler, x_init, labels, w, rescale, eta, model)
     per_model = _graph_cache.setdefault(model, {})
+    # a graph reads parameters at the addresses it was captured with: after model.to(...),
+    # load_state_dict(assign=True) and the like they moved, and the graph must be captured again
+    pointers = tuple(t.data_ptr() for t in model.state_dict().values()) if isinstance(model, torch.nn.Module) else ()
     entry = per_model.get(key)
+    if entry is not None and entry[2] != pointers:
+        del per_model[key]
+        entry = None
     if entry is None:
-        entry = _capture(model, scheduler, x_init, labels, w, rescale, eta, op)
+        entry = (*_capture(model, scheduler, x_init, labels, w, rescale, eta, op), pointers)
         if len(per_model) >= _GRAPH_CACHE_SIZE:
             per_model.pop(next(iter(per_model)))
         per_model[key] = entry
-    graph, static = entry
+    graph, static, _ = entry
     static["x"].copy_(x_init)
     static["seed"].fill_(seed)
     if labels is not None:
