@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from fastlearn.diffusion._schedules import SCHEDULE_NAMES
 from fastlearn.diffusion._unet import UNet, _ResBlock, timestep_embedding
 from fastlearn.nn._base import TRAINING_CONSTRAINTS, NeuralEstimator, _seed_from
 from fastlearn.nn.training import SMALL_MODEL_PARAMS, Trainer, _check_int, _check_real, resolve_device
@@ -196,7 +197,7 @@ class DiffusionModel(NeuralEstimator):
         "num_res_blocks": [Interval(Integral, 1, None, closed="left")],
         "attention": ["boolean"],
         "num_train_timesteps": [Interval(Integral, 2, None, closed="left")],
-        "beta_schedule": [StrOptions({"linear", "scaled_linear", "squaredcos_cap_v2", "cosine", "sigmoid"})],
+        "beta_schedule": [StrOptions(set(SCHEDULE_NAMES))],
         "prediction_type": [StrOptions({"epsilon", "v_prediction"})],
         "p_uncond": [Interval(Real, 0, 1, closed="left")],
         "ema_decay": [Interval(Real, 0, 1, closed="both")],
