@@ -257,7 +257,8 @@ def _bar(total, progress):
 
 def _fused_table(scheduler, dev, dtype, eta):
     kw = {"eta": eta} if eta else {}
-    return scheduler.fused_coefficients(dev, dtype, **kw)
+    # the op takes float32 or float64 coefficients (half-precision samples compute in float32)
+    return scheduler.fused_coefficients(dev, torch.float64 if dtype == torch.float64 else torch.float32, **kw)
 
 
 def _eager_loop(model, scheduler, x, labels, w, rescale, classifier, classifier_scale, eta, takes_eta, seed, gen,
@@ -361,6 +362,9 @@ def _capture(model, scheduler, x_init, labels, w, rescale, eta, op):
     clip = getattr(scheduler, "fused_clip", None)
     stride = _noise_stride(x_init.numel())
     denoise = _Denoiser(model, static["labels"], w)
+    # the graph reads the null labels made here: keep them alive with it (not the denoiser, whose
+    # reference to the model would keep the weakly keyed cache entry alive forever)
+    static["null_labels"] = getattr(denoise, "null", None)
 
     def run(n_steps):
         x = static["x"]
