@@ -128,6 +128,17 @@ def test_unconditional_and_multichannel():
         m.sample(3, labels=[0, 0, 0])
 
 
+def test_v_prediction_model_samples_through_the_fused_step(digits):
+    X_tr, _, y_tr, _ = digits
+    m = DiffusionModel(prediction_type="v_prediction", epochs=1, random_state=0, **SMALL).fit(X_tr[:64], y_tr[:64])
+    sched = m.make_scheduler("ddim")
+    assert sched.config["prediction_type"] == "v_prediction" and sched.fused_supported(1.0)
+    out = m.sample(4, labels=[0, 1, 2, 3], guidance_scale=2.0, num_inference_steps=4, random_state=0)
+    assert out.shape == (4, 64) and np.isfinite(out).all() and out.min() >= 0 and out.max() <= 1
+    ddpm = m.sample(4, labels=[0, 1, 2, 3], scheduler="ddpm", num_inference_steps=4, random_state=0)
+    assert np.abs(ddpm - out).max() > 1e-3
+
+
 def test_interrupt_keeps_a_usable_model(digits, monkeypatch):
     X_tr, _, y_tr, _ = digits
     calls = {"n": 0}
