@@ -168,7 +168,7 @@ class Trainer:
     callbacks : functions ``f(trainer, epoch, values)`` called after every epoch.
     max_time : stop (as early stopping does) after the epoch that passes this many seconds.
     num_threads : torch intra-op threads during training on CPU. "auto": 1 for models under
-        ``SMALL_MODEL_PARAMS`` parameters (per-op thread synchronisation costs more than it
+        ``SMALL_MODEL_PARAMS`` trained parameters (per-op thread synchronisation costs more than it
         saves on small layers, many times more on a busy machine), else unchanged. Restored after.
     """
 
@@ -252,7 +252,8 @@ class Trainer:
         rng_devices = [self.device.index or 0] if self.device.type == "cuda" else []
         threads = self.num_threads
         if threads == "auto":
-            n_params = sum(p.numel() for p in module.parameters())
+            # Trained parameters only: frozen copies (an EMA of the weights) add no per-op work.
+            n_params = sum(p.numel() for p in module.parameters() if p.requires_grad)
             threads = 1 if (self.device.type == "cpu" and n_params < SMALL_MODEL_PARAMS) else None
         old_threads = torch.get_num_threads()
         try:
