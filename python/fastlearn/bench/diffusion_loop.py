@@ -34,16 +34,16 @@ def _setup(device, scheduler_kind="fastlearn"):
     return setup
 
 
-def _fastlearn(inputs, cuda_graph):
+def _fastlearn(inputs, cuda_graph, steps=STEPS):
     from fastlearn.diffusion import sample
 
     unet, labels, ours, _, device = inputs
-    return sample(unet, ours, (BATCH, 1, 8, 8), labels=labels, guidance_scale=GUIDANCE, num_inference_steps=STEPS,
+    return sample(unet, ours, (BATCH, 1, 8, 8), labels=labels, guidance_scale=GUIDANCE, num_inference_steps=steps,
                   seed=0, device=device, cuda_graph=cuda_graph, progress=False)
 
 
 @torch.no_grad()
-def _eager_loop(inputs, threads=None):
+def _eager_loop(inputs, threads=None, steps=STEPS):
     """The loop of a diffusers-style pipeline: batched [cond; uncond] forward, CFG in torch,
     scheduler.step."""
     unet, labels, _, sched, device = inputs
@@ -51,7 +51,7 @@ def _eager_loop(inputs, threads=None):
     if threads:
         torch.set_num_threads(threads)
     try:
-        sched.set_timesteps(STEPS, device=device)
+        sched.set_timesteps(steps, device=device)
         g = torch.Generator().manual_seed(0)
         x = torch.randn(BATCH, 1, 8, 8, generator=g).to(device)
         both = torch.cat([labels, torch.full_like(labels, 10)])
@@ -66,10 +66,15 @@ def _eager_loop(inputs, threads=None):
 
 def cases(quick: bool = False) -> list[Case]:
     shape = f"UNet 8x8 b{BATCH} x{STEPS} DDIM steps, CFG (2x{BATCH} fwd)"
+    short = f"UNet 8x8 b{BATCH} x10 DDIM steps, CFG (2x{BATCH} fwd), 1 thread both"
     out = [
+        Case(name="sampling loop", shape=short, setup=_setup("cpu"),
+             fastlearn=lambda inp: _fastlearn(inp, False, 10), baseline=lambda inp: _eager_loop(inp, 1, 10),
+             baseline_name="eager loop + DDIMScheduler.step", quick=True,
+             notes="the --quick version: 10 steps"),
         Case(name="sampling loop", shape=shape + ", 1 thread both", setup=_setup("cpu"),
              fastlearn=lambda inp: _fastlearn(inp, False), baseline=lambda inp: _eager_loop(inp, threads=1),
-             baseline_name="eager loop + DDIMScheduler.step", quick=True,
+             baseline_name="eager loop + DDIMScheduler.step", quick=False,
              notes="the UNet dominates on CPU; the loop and step are a small share"),
         Case(name="sampling loop", shape=shape + ", default threads baseline", setup=_setup("cpu"),
              fastlearn=lambda inp: _fastlearn(inp, False), baseline=_eager_loop,
