@@ -9,6 +9,7 @@ loss), reported in bits per dimension, and ancestral sampling in discrete time.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from numbers import Integral, Real
@@ -21,10 +22,25 @@ from torch import nn
 from torch.nn import functional as F
 
 from fastlearn.nn._base import TRAINING_CONSTRAINTS, NeuralEstimator, _seed_from
+from fastlearn.nn.training import SMALL_MODEL_PARAMS
 
 __all__ = ["LogSNRSchedule", "FixedLinearLogSNR", "LearnedLogSNR", "VDM", "VDMModule"]
 
 _LN2 = math.log(2.0)
+
+
+@contextlib.contextmanager
+def small_model_threads(module: nn.Module, device):
+    """One torch thread while a small model runs on the CPU (the Trainer's policy: per-op thread
+    synchronisation costs more than it saves on small layers, many times more on a busy machine)."""
+    old = torch.get_num_threads()
+    small = torch.device(device).type == "cpu" and sum(p.numel() for p in module.parameters()) < SMALL_MODEL_PARAMS
+    try:
+        if small:
+            torch.set_num_threads(1)
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 # --------------------------------------------------------------------------------------------
@@ -495,9 +511,10 @@ class VDM(NeuralEstimator):
         in float64 with ``n_samples`` (default ``n_eval_samples``) stratified t per row
         (t_k = (u + k/K) mod 1) and fresh eps for each; seeded, so repeatable."""
         check_is_fitted(self)
-        K = int(self.n_eval_samples if n_samples is None else n_samples)
-        if isinstance(n_samples, bool) or K < 1:
+        if n_samples is not None and (isinstance(n_samples, bool) or not isinstance(n_samples, Integral)
+                                      or n_samples < 1):
             raise ValueError(f"n_samples must be an int >= 1, got {n_samples!r}.")
+        K = int(self.n_eval_samples if n_samples is None else n_samples)
         X, _ = self._validate(X, reset=False)
         self._check_levels(X)
         module = copy.deepcopy(self.module_).double().eval()
@@ -506,6 +523,15 @@ class VDM(NeuralEstimator):
         x_all = torch.from_numpy(X).double()
         sums = {"prior": 0.0, "reconstruction": 0.0, "diffusion": 0.0}
         rows = max(1, 8192 // K)
+        with small_model_threads(module, dev):
+            self._accumulate_terms(module, x_all, K, rows, g, dev, sums)
+        D = X.shape[1] * _LN2 * X.shape[0]
+        out = {k: v / D for k, v in sums.items()}
+        out["total"] = sum(out.values())
+        return out
+
+    @staticmethod
+    def _accumulate_terms(module, x_all, K, rows, g, dev, sums):
         for start in range(0, x_all.shape[0], rows):
             x = x_all[start:start + rows]
             n = x.shape[0]
@@ -517,10 +543,6 @@ class VDM(NeuralEstimator):
             terms = module.loss_terms(xk, t, eps, eps0)
             for k in sums:
                 sums[k] += float(terms[k].sum()) / K
-        D = X.shape[1] * _LN2 * X.shape[0]
-        out = {k: v / D for k, v in sums.items()}
-        out["total"] = sum(out.values())
-        return out
 
     def bits_per_dim(self, X, n_samples=None, random_state=0) -> float:
         """The variational bound on -log2 p(x) per feature, averaged over rows of X."""
@@ -540,5 +562,6 @@ class VDM(NeuralEstimator):
                 raise ValueError(f"{name} must be an int >= 1, got {v!r}.")
         g = torch.Generator().manual_seed(_seed_from(random_state))
         self.module_.eval()
-        x = self.module_.sample(int(n_samples), int(num_steps), g, progress=bool(self.verbose))
+        with small_model_threads(self.module_, self._device()):
+            x = self.module_.sample(int(n_samples), int(num_steps), g, progress=bool(self.verbose))
         return x.cpu().double().numpy()
