@@ -169,3 +169,13 @@ def test_conditional_samples_recognised_by_the_judge(digits):
     guided = judge.evaluate(ld.sample(200, labels=labels, guidance_scale=3.0, num_steps=50, random_state=0), labels)
     assert cond["accuracy"]["generated"] > 0.5
     assert guided["accuracy"]["generated"] >= cond["accuracy"]["generated"] - 0.02
+
+
+def test_sklearn_estimator_checks():
+    from sklearn.utils.estimator_checks import check_estimator
+
+    est = LatentDiffusion(Autoencoder(2, hidden_layer_sizes=(8,), epochs=2, random_state=0), hidden=8, n_blocks=1,
+                          embedding_dim=4, epochs=2, random_state=0, device="cpu")
+    results = check_estimator(est, on_fail=None)
+    failed = [(r["check_name"], str(r["exception"])[:200]) for r in results if r["status"] == "failed"]
+    assert failed == []
