@@ -3,7 +3,7 @@ gamma(t) = -log SNR(t) (fixed linear, and a learned monotone network), the varia
 of discrete data in three terms (prior KL, discrete reconstruction, continuous-time diffusion
 loss), reported in bits per dimension, and ancestral sampling in discrete time.
 
-    vdm = VDM(epochs=200, random_state=0).fit(load_digits().data)   # pixels 0..16
+    vdm = VDM(random_state=0).fit(load_digits().data)   # pixels 0..16
     vdm.bits_per_dim(X_test); images = vdm.sample(16, num_steps=200)
 """
 
@@ -442,8 +442,8 @@ class VDM(NeuralEstimator):
         **TRAINING_CONSTRAINTS,
     }
 
-    def __init__(self, vocab_size=17, *, schedule="learned", gamma_min=-13.3, gamma_max=5.0, hidden=512, n_blocks=3,
-                 embedding_dim=64, parameterization="levels", epochs=200, batch_size=128, learning_rate=2e-3, weight_decay=0.0,
+    def __init__(self, vocab_size=17, *, schedule="learned", gamma_min=-13.3, gamma_max=5.0, hidden=256, n_blocks=3,
+                 embedding_dim=64, parameterization="levels", epochs=80, batch_size=128, learning_rate=2e-3, weight_decay=0.0,
                  validation_fraction=0.0, patience=20, max_grad_norm=1.0, n_eval_samples=64, random_state=None,
                  device="auto", verbose=False):
         self.vocab_size = vocab_size
