@@ -119,7 +119,7 @@ def test_prior_term_closed_form():
     m = _tiny_module()
     x = torch.tensor([[0.0, 1.0, 2.0, 4.0], [3.0, 3.0, 0.0, 1.0]], dtype=torch.float64)
     f = m.scale(x)
-    g1 = float(m.schedule.gamma_1)
+    g1 = float(m.schedule.gamma_1.detach())
     a2, s2 = 1 / (1 + math.exp(g1)), 1 / (1 + math.exp(-g1))
     fn = f.numpy()
     closed = 0.5 * np.sum(a2 * fn**2 + s2 - 1 - math.log(s2), axis=1)
@@ -135,7 +135,7 @@ def test_reconstruction_term_against_scipy_and_limits():
     x = torch.tensor([[0.0, 1.0, 2.0, 4.0], [3.0, 3.0, 0.0, 1.0]], dtype=torch.float64)
     f = m.scale(x)
     eps0 = torch.tensor([[0.3, -1.1, 2.0, 0.0], [-0.4, 0.9, 1.5, -2.2]], dtype=torch.float64)
-    g0 = float(m.schedule.gamma_0)
+    g0 = float(m.schedule.gamma_0.detach())
     got = m.reconstruction_loss(x, f, eps0).detach().numpy()
     # independent: p(x_j = k | z_0) proportional to N(z_0j / alpha_0; level_k, exp(gamma_0))
     levels = np.linspace(-1, 1, 5)
@@ -207,7 +207,7 @@ def test_diffusion_loss_closed_form_without_denoiser():
             m.denoiser.out[-1].bias.zero_()
         f = torch.zeros(64, 4, dtype=torch.float64)
         eps = torch.randn(64, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
-        closed = 0.5 * float(m.schedule.gamma_1 - m.schedule.gamma_0) * (eps * eps).sum(1)
+        closed = 0.5 * float((m.schedule.gamma_1 - m.schedule.gamma_0).detach()) * (eps * eps).sum(1)
         u = torch.rand(400, 1, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
         t = torch.remainder(u + torch.arange(64, dtype=torch.float64) / 64, 1.0)     # 400 draws x 64 strata
         with torch.no_grad():
@@ -295,14 +295,14 @@ def test_learned_shape_lowers_diffusion_loss_variance():
         return float(d.mean()), float(d.var()), float(d.std() / math.sqrt(len(d)))
 
     mean0, var0, se0 = stats()
-    ends0 = (float(m.schedule.gamma_0), float(m.schedule.gamma_1))
+    ends0 = (float(m.schedule.gamma_0.detach()), float(m.schedule.gamma_1.detach()))
     for p in m.parameters():   # phase 2: only the shape, on the variance objective
         p.requires_grad_(False)
     for p in shape:
         p.requires_grad_(True)
     run(shape, 160, 3e-2)
     mean1, var1, se1 = stats()
-    assert (float(m.schedule.gamma_0), float(m.schedule.gamma_1)) == pytest.approx(ends0, abs=1e-6)
+    assert (float(m.schedule.gamma_0.detach()), float(m.schedule.gamma_1.detach())) == pytest.approx(ends0, abs=1e-6)
     assert var1 < 0.7 * var0, (var0, var1)
     # the expectation does not depend on the shape (only on the endpoints): the means agree
     assert abs(mean1 - mean0) < 4 * math.hypot(se0, se1), (mean0, mean1, se0, se1)
