@@ -179,3 +179,18 @@ def test_sklearn_estimator_checks():
     results = check_estimator(est, on_fail=None)
     failed = [(r["check_name"], str(r["exception"])[:200]) for r in results if r["status"] == "failed"]
     assert failed == []
+
+
+@pytest.mark.cuda
+def test_cuda_fit_sample_and_load_on_cpu(digits, tmp_path):
+    X_tr, _, y_tr, _ = digits
+    ld = LatentDiffusion(latent_dim=4, autoencoder_epochs=3, hidden=32, n_blocks=1, embedding_dim=8, epochs=3,
+                         random_state=0, device="cuda").fit(X_tr[:300], y_tr[:300])
+    assert next(ld.denoiser_.parameters()).is_cuda
+    x = ld.sample(6, labels=[0, 1, 2, 3, 4, 5], guidance_scale=2.0, num_steps=10, random_state=0)
+    assert x.shape == (6, 64) and x.min() >= 0.0 and x.max() <= 1.0
+    ld.save(tmp_path / "ld.safetensors")
+    cpu = LatentDiffusion.load(tmp_path / "ld.safetensors", device="cpu")
+    z_gpu = ld.sample_latents(6, labels=3, num_steps=10, random_state=1)
+    z_cpu = cpu.sample_latents(6, labels=3, num_steps=10, random_state=1)
+    np.testing.assert_allclose(z_gpu, z_cpu, rtol=1e-3, atol=1e-3)   # float32 on both, TF32 off by default
