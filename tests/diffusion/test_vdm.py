@@ -338,6 +338,13 @@ def test_fit_bits_per_dim_below_uniform(fitted, digits_split):
     assert len(fitted.loss_curve_) == 12 and fitted.loss_curve_[-1] < fitted.loss_curve_[0]
 
 
+def test_bound_estimate_stable_in_the_number_of_t_samples(fitted, digits_split):
+    X = digits_split[1][:100]
+    few, many = fitted.bits_per_dim(X, n_samples=8), fitted.bits_per_dim(X, n_samples=128, random_state=1)
+    assert few == pytest.approx(many, rel=0.02)
+    assert fitted.bits_per_dim(X, n_samples=8) == few   # seeded: repeatable
+
+
 def test_sample_shapes_range_and_seed(fitted):
     a = fitted.sample(6, num_steps=20, random_state=3)
     b = fitted.sample(6, num_steps=20, random_state=3)
