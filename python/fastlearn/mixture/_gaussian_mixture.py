@@ -52,6 +52,72 @@ def _progress(est, total):
     return tqdm(total=total, desc=type(est).__name__, unit="it", file=sys.stderr, leave=False)
 
 
+def _run_em(est, n_init, do_init, initialize, em_step, get_params, set_params):
+    """The EM driver of the CPU and GPU paths: ``n_init`` runs of at most ``max_iter`` EM
+    steps, stopping when the lower bound changes by less than ``tol``; the run with the best
+    final bound wins (scikit-learn's rule). Sets ``converged_``, ``n_iter_``, ``lower_bound_``,
+    ``lower_bounds_``, ``n_reseeded_``; returns the best parameters (as ``get_params`` gives
+    them). Ctrl-C ends the fit and keeps the best parameters so far, with a RuntimeWarning."""
+    max_lower_bound = -np.inf
+    best_lower_bounds = []
+    est.converged_ = False
+    est.n_reseeded_ = 0
+    random_state = check_random_state(est.random_state)
+    best_params, best_n_iter = None, 0
+    interrupted = False
+    bar = _progress(est, n_init * est.max_iter)
+    for init in range(n_init):
+        est._print_init_begin(init)
+        if do_init:
+            initialize(random_state)
+        lower_bound = -np.inf if do_init else est.lower_bound_
+        current = []
+        if est.max_iter == 0:
+            best_params, best_n_iter = get_params(), 0
+            continue
+        converged = False
+        start_params = get_params()
+        try:
+            for n_iter in range(1, est.max_iter + 1):
+                prev = lower_bound
+                lower_bound = em_step()
+                current.append(lower_bound)
+                change = lower_bound - prev
+                est._print_iter_end(n_iter, change)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(init=init, lower_bound=f"{lower_bound:.6g}")
+                if abs(change) < est.tol:
+                    converged = True
+                    break
+        except KeyboardInterrupt:  # em_step sets the parameters at its end: they are the last finished step's
+            interrupted = True
+            if not current:  # nothing finished in this run: keep its starting parameters
+                set_params(start_params)
+        est._print_init_end(lower_bound, converged)
+        if current and (lower_bound > max_lower_bound or max_lower_bound == -np.inf):
+            max_lower_bound = lower_bound
+            best_params, best_n_iter = get_params(), len(current)
+            best_lower_bounds = current
+            est.converged_ = converged
+        elif best_params is None:
+            best_params = get_params()
+        if interrupted:
+            break
+    if bar is not None:
+        bar.close()
+    if interrupted:
+        warnings.warn("GaussianMixture.fit was interrupted; the model holds the best parameters found so far.",
+                      RuntimeWarning, stacklevel=4)
+    elif not est.converged_ and est.max_iter > 0:
+        warnings.warn("Best performing initialization did not converge. Try different init parameters, or "
+                      "increase max_iter, tol, or check for degenerate data.", ConvergenceWarning)
+    est.n_iter_ = best_n_iter
+    est.lower_bound_ = max_lower_bound
+    est.lower_bounds_ = best_lower_bounds
+    return best_params
+
+
 def _back(result, torch_device):
     if torch_device is None:
         return result
@@ -332,62 +398,11 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         fit_state = self._fit_state(X)
         do_init = not (self.warm_start and hasattr(self, "converged_"))
         n_init = self.n_init if do_init else 1
-        max_lower_bound = -np.inf
-        best_lower_bounds = []
-        self.converged_ = False
-        self.n_reseeded_ = 0
-        random_state = check_random_state(self.random_state)
-        best_params, best_n_iter = None, 0
-        interrupted = False
-        bar = _progress(self, n_init * self.max_iter)
-        for init in range(n_init):
-            self._print_init_begin(init)
-            if do_init:
-                self._initialize(X, random_state, inits, fit_state)
-            lower_bound = -np.inf if do_init else self.lower_bound_
-            current = []
-            if self.max_iter == 0:
-                best_params, best_n_iter = self._get_parameters(), 0
-                continue
-            converged = False
-            n_iter = 0
-            try:
-                for n_iter in range(1, self.max_iter + 1):
-                    prev = lower_bound
-                    lower_bound = self._em_step(X, fit_state)
-                    current.append(lower_bound)
-                    change = lower_bound - prev
-                    self._print_iter_end(n_iter, change)
-                    if bar is not None:
-                        bar.update(1)
-                        bar.set_postfix(init=init, lower_bound=f"{lower_bound:.6g}")
-                    if abs(change) < self.tol:
-                        converged = True
-                        break
-            except KeyboardInterrupt:  # keep the best parameters so far (_em_step sets them at its end)
-                interrupted = True
-            self._print_init_end(lower_bound, converged)
-            if current and (lower_bound > max_lower_bound or max_lower_bound == -np.inf):
-                max_lower_bound = lower_bound
-                best_params, best_n_iter = self._get_parameters(), len(current)
-                best_lower_bounds = current
-                self.converged_ = converged
-            elif best_params is None:
-                best_params = self._get_parameters()
-            if interrupted:
-                break
-        if bar is not None:
-            bar.close()
-        if interrupted:
-            warnings.warn("GaussianMixture.fit was interrupted; the model holds the best parameters found so far.",
-                          RuntimeWarning, stacklevel=3)
-        elif not self.converged_ and self.max_iter > 0:
-            warnings.warn("Best performing initialization did not converge. Try different init parameters, or "
-                          "increase max_iter, tol, or check for degenerate data.", ConvergenceWarning)
+        best_params = _run_em(self, n_init, do_init,
+                              initialize=lambda rs: self._initialize(X, rs, inits, fit_state),
+                              em_step=lambda: self._em_step(X, fit_state),
+                              get_params=self._get_parameters, set_params=self._set_parameters)
         self._set_parameters(best_params)
-        self.n_iter_ = best_n_iter
-        self.lower_bound_ = max_lower_bound
-        self.lower_bounds_ = best_lower_bounds
         labels = G.gaussian_pass(X, self.means_, self.precisions_cholesky_, self.covariance_type,
                                  np.log(self.weights_.astype(np.float64)), labels=True)["labels"]
         return _back(labels, tdev)

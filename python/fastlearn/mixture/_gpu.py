@@ -8,12 +8,9 @@ run this whole algorithm on machines without a GPU."""
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 import torch
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.utils import check_random_state
 from sklearn.utils.validation import validate_data
 
 from fastlearn.mixture import _gaussian as G
@@ -392,7 +389,7 @@ def params_on_device(est, device, dtype=None):
 def fit_predict(est, X_in, device):
     """GaussianMixture.fit_predict on the device; fitted attributes are set as NumPy arrays
     (as the CPU path's), the labels follow the input type."""
-    from fastlearn.mixture._gaussian_mixture import _progress
+    from fastlearn.mixture._gaussian_mixture import _run_em
 
     X = checked_tensor(est, X_in, device, reset=True, min_samples=2)
     if X.shape[0] < est.n_components:
@@ -406,65 +403,13 @@ def fit_predict(est, X_in, device):
     if not do_init:
         fit._set(*(torch.as_tensor(np.asarray(getattr(est, n)), device=device)
                    for n in ("weights_", "means_", "covariances_", "precisions_cholesky_")))
-    max_lower_bound = -np.inf
-    best_lower_bounds = []
-    est.converged_ = False
-    est.n_reseeded_ = 0
-    random_state = check_random_state(est.random_state)
-    best_params, best_n_iter = None, 0
-    interrupted = False
-    bar = _progress(est, n_init * est.max_iter)
-    for init in range(n_init):
-        est._print_init_begin(init)
-        if do_init:
-            fit.initialize(random_state, inits)
-        lower_bound = -np.inf if do_init else est.lower_bound_
-        current = []
-        if est.max_iter == 0:
-            best_params, best_n_iter = fit.params, 0
-            continue
-        converged = False
-        n_iter = 0
-        start_params = fit.params
-        try:
-            for n_iter in range(1, est.max_iter + 1):
-                prev = lower_bound
-                lower_bound = fit.em_step()
-                current.append(lower_bound)
-                change = lower_bound - prev
-                est._print_iter_end(n_iter, change)
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(init=init, lower_bound=f"{lower_bound:.6g}")
-                if abs(change) < est.tol:
-                    converged = True
-                    break
-        except KeyboardInterrupt:
-            interrupted = True
-            if not current:  # nothing finished in this run: keep its starting parameters
-                fit.params = start_params
-        est._print_init_end(lower_bound, converged)
-        if current and (lower_bound > max_lower_bound or max_lower_bound == -np.inf):
-            max_lower_bound = lower_bound
-            best_params, best_n_iter = fit.params, len(current)
-            best_lower_bounds = current
-            est.converged_ = converged
-        elif best_params is None:
-            best_params = fit.params
-        if interrupted:
-            break
-    if bar is not None:
-        bar.close()
-    if interrupted:
-        warnings.warn("GaussianMixture.fit was interrupted; the model holds the best parameters found so far.",
-                      RuntimeWarning, stacklevel=3)
-    elif not est.converged_ and est.max_iter > 0:
-        warnings.warn("Best performing initialization did not converge. Try different init parameters, or "
-                      "increase max_iter, tol, or check for degenerate data.", ConvergenceWarning)
+
+    def set_params(params):
+        fit.params = params
+
+    best_params = _run_em(est, n_init, do_init, initialize=lambda rs: fit.initialize(rs, inits),
+                          em_step=fit.em_step, get_params=lambda: fit.params, set_params=set_params)
     est._set_parameters(tuple(p.cpu().numpy() for p in best_params))
-    est.n_iter_ = best_n_iter
-    est.lower_bound_ = max_lower_bound
-    est.lower_bounds_ = best_lower_bounds
     w, m, _, pc = best_params
     labels = estep(X, m, pc, torch.log(w.to(torch.float64)), est.covariance_type, labels=True)["labels"]
     return back(labels, X_in)
