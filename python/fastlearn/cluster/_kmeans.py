@@ -175,8 +175,10 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
         from fastlearn.mixture._gaussian_mixture import _as_numpy
 
         X, _ = _as_numpy(X, self.device)
+        # No copy here: the centring below makes a new array, so the caller's X is never modified
+        # (what copy_x=True promises; with copy_x=False scikit-learn centres in place and restores).
         X = validate_data(self, X, accept_sparse=False, dtype=[np.float64, np.float32], order="C",
-                          copy=self.copy_x, accept_large_sparse=False)
+                          copy=False, accept_large_sparse=False)
         sample_weight = _check_sample_weight(sample_weight, X, dtype=X.dtype)
         N = X.shape[0]
         if N < self.n_clusters:
@@ -201,8 +203,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
         X = X - x_mean
         if not isinstance(self.init, str) and not callable(self.init):
             self._init_array = np.asarray(self.init, dtype=X.dtype) - x_mean
-        variances = X.var(axis=0)
-        tol = float(np.mean(variances) * self.tol) if self.tol else 0.0
+        tol = float(np.mean(X.var(axis=0)) * self.tol) if self.tol else 0.0
         best = None
         for _ in range(n_init):
             centers = self._initial_centers(X, sample_weight, random_state)
