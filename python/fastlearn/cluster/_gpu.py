@@ -149,6 +149,7 @@ def _checked_weight(sample_weight, X):
 def fit(est, X_in, sample_weight=None, device=None):
     """KMeans.fit on the device: sets the fitted attributes (NumPy, as the CPU path) and
     returns the labels as a device tensor."""
+    from fastlearn.cluster._kmeans import _resolve_init
     from fastlearn.mixture._gaussian_mixture import _progress
 
     device = device if device is not None else (X_in.device if isinstance(X_in, torch.Tensor) else None)
@@ -158,20 +159,9 @@ def fit(est, X_in, sample_weight=None, device=None):
     K = est.n_clusters
     if N < K:
         raise ValueError(f"n_samples={N} should be >= n_clusters={K}; decrease n_clusters.")
-    init = None
-    if isinstance(est.init, str):
-        n_init = (1 if est.init == "k-means++" else 10) if est.n_init == "auto" else est.n_init
-    else:
-        n_init = 1 if est.n_init == "auto" else est.n_init
-        if not callable(est.init):
-            init = torch.as_tensor(np.asarray(est.init)).to(device=X.device, dtype=X.dtype)
-            if tuple(init.shape) != (K, D):
-                raise ValueError(f"The shape of the initial centers {tuple(init.shape)} does not match the number "
-                                 f"of clusters {K} and features {D}; pass an array of shape ({K}, {D}).")
-            if n_init != 1:
-                warnings.warn(f"Explicit initial center position passed: performing only one init in KMeans "
-                              f"instead of n_init={n_init}.", RuntimeWarning, stacklevel=3)
-                n_init = 1
+    n_init, init = _resolve_init(est, D, np.float64, stacklevel=4)
+    if init is not None:
+        init = torch.as_tensor(init).to(device=X.device, dtype=X.dtype)
     random_state = check_random_state(est.random_state)
     x_mean = X.mean(dim=0)
     X = X - x_mean  # centred, as the CPU path (and scikit-learn)

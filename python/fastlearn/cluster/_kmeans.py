@@ -42,6 +42,26 @@ def _assign(X, centers, sample_weight, *, stats=False, min_dist=False):
     return out
 
 
+def _resolve_init(est, n_features, dtype, stacklevel):
+    """(n_init, initial centres as an array or None) for ``est.init`` and ``est.n_init``, as
+    scikit-learn resolves them: 'auto' is 1 for k-means++ and for given centres, else 10; given
+    centres must be (n_clusters, n_features) and allow one run only (with a warning)."""
+    if isinstance(est.init, str):
+        return ((1 if est.init == "k-means++" else 10) if est.n_init == "auto" else est.n_init), None
+    n_init = 1 if est.n_init == "auto" else est.n_init
+    if callable(est.init):
+        return n_init, None
+    init = np.asarray(est.init, dtype=dtype)
+    K = est.n_clusters
+    if init.shape != (K, n_features):
+        raise ValueError(f"The shape of the initial centers {init.shape} does not match the number of clusters {K} "
+                         f"and features {n_features}; pass an array of shape ({K}, {n_features}).")
+    if n_init != 1:
+        warnings.warn(f"Explicit initial center position passed: performing only one init in KMeans instead of "
+                      f"n_init={n_init}.", RuntimeWarning, stacklevel=stacklevel)
+    return 1, init
+
+
 def _sq_distances(A, X, x_sq):
     """Squared distances from the rows of A to the rows of X (len(A) x N), clipped at 0."""
     d = (A * A).sum(1)[:, None] - 2.0 * (A @ X.T) + x_sq[None, :]
@@ -128,7 +148,6 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
     def _lloyd(self, X, sample_weight, centers, tol):
         """Lloyd iterations from ``centers``; returns labels, inertia, centers, n_iter."""
         labels_old = np.full(X.shape[0], -1, dtype=np.int64)
-        strict = False
         i = 0
         for i in range(self.max_iter):
             out = _assign(X, centers, sample_weight, stats=True, min_dist=True)
@@ -153,7 +172,6 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
             if self.verbose:
                 print(f"Iteration {i}, inertia {out['inertia']}.")
             if np.array_equal(labels, labels_old):
-                strict = True
                 if self.verbose:
                     print(f"Converged at iteration {i}: strict convergence.")
                 break
@@ -183,26 +201,13 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
         N = X.shape[0]
         if N < self.n_clusters:
             raise ValueError(f"n_samples={N} should be >= n_clusters={self.n_clusters}; decrease n_clusters.")
-        if isinstance(self.init, str):
-            n_init = (1 if self.init == "k-means++" else 10) if self.n_init == "auto" else self.n_init
-        else:
-            n_init = 1 if self.n_init == "auto" else self.n_init
-            if not callable(self.init):
-                init = np.asarray(self.init, dtype=X.dtype)
-                if init.shape != (self.n_clusters, X.shape[1]):
-                    raise ValueError(f"The shape of the initial centers {init.shape} does not match the number of "
-                                     f"clusters {self.n_clusters} and features {X.shape[1]}; pass an array of shape "
-                                     f"({self.n_clusters}, {X.shape[1]}).")
-                if n_init != 1:
-                    warnings.warn(f"Explicit initial center position passed: performing only one init in KMeans "
-                                  f"instead of n_init={n_init}.", RuntimeWarning, stacklevel=2)
-                    n_init = 1
+        n_init, init = _resolve_init(self, X.shape[1], X.dtype, stacklevel=3)
         random_state = check_random_state(self.random_state)
         # Centre the data (as scikit-learn does) so distances lose less to cancellation.
         x_mean = X.mean(axis=0)
         X = X - x_mean
-        if not isinstance(self.init, str) and not callable(self.init):
-            self._init_array = np.asarray(self.init, dtype=X.dtype) - x_mean
+        if init is not None:
+            self._init_array = init - x_mean
         tol = float(np.mean(X.var(axis=0)) * self.tol) if self.tol else 0.0
         best = None
         for _ in range(n_init):
