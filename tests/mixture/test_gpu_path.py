@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 from scipy.special import logsumexp
-from sklearn.datasets import make_blobs
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture as SkGM
 from sklearn.mixture._gaussian_mixture import (_compute_precision_cholesky, _estimate_gaussian_parameters,
@@ -20,21 +19,15 @@ from sklearn.mixture._gaussian_mixture import (_compute_precision_cholesky, _est
 
 from fastlearn.mixture import GaussianMixture
 from fastlearn.mixture import _gpu
+from tests.mixture.test_gaussian_mixture import blobs as _blobs
+from tests.mixture.test_gaussian_mixture import random_init
 
 COV_TYPES = ["full", "tied", "diag", "spherical"]
 pytestmark = pytest.mark.triton
 
 
-def blobs(n=120, d=4, k=3, seed=0, dtype=np.float64):
-    X, _ = make_blobs(n, n_features=d, centers=k, cluster_std=([1.0, 2.0, 0.5] * k)[:k], random_state=seed)
-    return X.astype(dtype)
-
-
-def random_init(X, cov_type, k=3, seed=1):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        sk = SkGM(k, covariance_type=cov_type, max_iter=0, init_params="random", random_state=seed).fit(X)
-    return dict(weights_init=sk.weights_, means_init=sk.means_, precisions_init=sk.precisions_)
+def blobs(n=120, **kw):  # the CPU tests' data, smaller by default (the interpreter is slow)
+    return _blobs(n, **kw)
 
 
 def on_triton(est):
