@@ -27,6 +27,23 @@ constexpr int64_t kSoftmaxGrain = 8192;
 
 FL_ALWAYS_INLINE float exp_acc(float x) { return exp_f32(x); }
 FL_ALWAYS_INLINE double exp_acc(double x) { return std::exp(x); }
+// exp(x - max): the argument is never positive, so the upper clamp can go.
+FL_ALWAYS_INLINE float exp_nonpos(float x) { return exp_f32_nonpos(x); }
+FL_ALWAYS_INLINE double exp_nonpos(double x) { return std::exp(x); }
+
+// The exp loops run in blocks of kBlock elements, each issuing software prefetches for the
+// data kPrefetchBytes ahead: the hardware prefetcher alone leaves the memory idle while the
+// exp arithmetic runs (measured on an AMD EPYC: 0.50 -> 0.67-0.74 of a copy's bandwidth on
+// one core, rows of 1k and 64k floats). Prefetches never fault, so running past the end of
+// the tensor is harmless.
+constexpr int64_t kBlock = 64;
+constexpr int64_t kPrefetchBytes = 16384;
+
+template <typename T>
+FL_ALWAYS_INLINE void prefetch_block_ahead(const T* p) {
+  const char* q = reinterpret_cast<const char*>(p) + kPrefetchBytes;
+  for (size_t o = 0; o < kBlock * sizeof(T); o += 64) __builtin_prefetch(q + o, 0, 3);
+}
 
 template <typename A>
 constexpr A neg_inf() { return -std::numeric_limits<A>::infinity(); }
@@ -47,8 +64,41 @@ template <typename T>
 FL_ALWAYS_INLINE acc_t<T> row_sum_exp(const T* x, int64_t n, acc_t<T> m) {
   using A = acc_t<T>;
   A s = 0;
+  int64_t b = 0;
+  for (; b + kBlock <= n; b += kBlock) {
+    prefetch_block_ahead(x + b);
+    A sb = 0;
+#pragma omp simd reduction(+ : sb)
+    for (int64_t i = b; i < b + kBlock; ++i) sb += exp_nonpos(static_cast<A>(to_float(x[i]) - m));
+    s += sb;
+  }
 #pragma omp simd reduction(+ : s)
-  for (int64_t i = 0; i < n; ++i) s += exp_acc(static_cast<A>(to_float(x[i]) - m));
+  for (int64_t i = b; i < n; ++i) s += exp_nonpos(static_cast<A>(to_float(x[i]) - m));
+  return s;
+}
+
+// y[i] = exp(x[i] - m) for i in [0, n); returns their sum.
+template <typename T>
+FL_ALWAYS_INLINE T store_exp(const T* x, T* y, int64_t n, T m) {
+  T s = 0;
+  int64_t b = 0;
+  for (; b + kBlock <= n; b += kBlock) {
+    prefetch_block_ahead(x + b);
+    T sb = 0;
+#pragma omp simd reduction(+ : sb)
+    for (int64_t i = b; i < b + kBlock; ++i) {
+      const T e = exp_nonpos(static_cast<T>(x[i] - m));
+      y[i] = e;
+      sb += e;
+    }
+    s += sb;
+  }
+#pragma omp simd reduction(+ : s)
+  for (int64_t i = b; i < n; ++i) {
+    const T e = exp_nonpos(static_cast<T>(x[i] - m));
+    y[i] = e;
+    s += e;
+  }
   return s;
 }
 
@@ -72,17 +122,11 @@ FL_ALWAYS_INLINE void softmax_row(const T* x, T* y, int64_t n, std::vector<acc_t
       if constexpr (kStoreExp) std::fill(y + b, y + b + len, T(0));
       continue;
     }
-    A cs = 0;
-    if constexpr (kStoreExp) {
-#pragma omp simd reduction(+ : cs)
-      for (int64_t i = b; i < b + len; ++i) {
-        const A e = exp_acc(static_cast<A>(x[i] - cm));
-        y[i] = e;
-        cs += e;
-      }
-    } else {
+    A cs;
+    if constexpr (kStoreExp)
+      cs = store_exp(x + b, y + b, len, cm);
+    else
       cs = row_sum_exp(x + b, len, cm);
-    }
     if (cm > m) {
       s = s * exp_acc(static_cast<A>(m - cm)) + cs;
       m = cm;
@@ -106,7 +150,7 @@ FL_ALWAYS_INLINE void softmax_row(const T* x, T* y, int64_t n, std::vector<acc_t
   } else {
     const A inv = A(1) / s;
 #pragma omp simd
-    for (int64_t i = 0; i < n; ++i) y[i] = from_acc<T>(static_cast<A>(exp_acc(static_cast<A>(to_float(x[i]) - m)) * inv));
+    for (int64_t i = 0; i < n; ++i) y[i] = from_acc<T>(static_cast<A>(exp_nonpos(static_cast<A>(to_float(x[i]) - m)) * inv));
   }
 }
 

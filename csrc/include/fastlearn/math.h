@@ -30,12 +30,9 @@ FL_HOST_DEVICE float bits_float(int32_t i) {
 // low mantissa bits after adding 1.5*2^23 + 127, which rounds to the nearest integer without
 // a float-to-int conversion; n = -127 gives a zero exponent field, i.e. exactly 0. Both clamps
 // are written so a NaN passes through (they compile to single max/min instructions).
-FL_HOST_DEVICE float exp_f32(float x) {
-  constexpr float kLo = -88.0f;          // n >= -127
-  constexpr float kHi = 88.37626266f;    // n <= 127, so 2^n stays finite
+// exp_f32_clamped is the body, for xc already in [-88, 88.37] (or NaN); exp_f32 clamps first.
+FL_HOST_DEVICE float exp_f32_clamped(float xc) {
   constexpr float kShift = 12582912.0f + 127.0f;  // 1.5 * 2^23, plus the exponent bias
-  float xc = x < kLo ? kLo : x;
-  xc = xc > kHi ? kHi : xc;
   const float t = xc * 1.44269504088896341f + kShift;
   const float n = t - kShift;
   float r = xc - n * 0.693145751953125f;
@@ -48,6 +45,21 @@ FL_HOST_DEVICE float exp_f32(float x) {
   p = p * r + 1.0000001f;
   const int32_t biased = float_bits(t) - float_bits(12582912.0f);  // n + 127, in [0, 254]
   return p * bits_float(biased << 23);
+}
+
+FL_HOST_DEVICE float exp_f32(float x) {
+  constexpr float kLo = -88.0f;          // n >= -127
+  constexpr float kHi = 88.37626266f;    // n <= 127, so 2^n stays finite
+  float xc = x < kLo ? kLo : x;
+  xc = xc > kHi ? kHi : xc;
+  return exp_f32_clamped(xc);
+}
+
+// exp(x) for x <= 0 (or NaN), one clamp fewer: softmax's exp(x - max) and similar. A positive
+// x is outside its contract (it would overflow the exponent field for x > 88.37).
+FL_HOST_DEVICE float exp_f32_nonpos(float x) {
+  constexpr float kLo = -88.0f;
+  return exp_f32_clamped(x < kLo ? kLo : x);
 }
 
 // Online softmax state: the running max m and the sum s of exp(x - m). Merging two states
