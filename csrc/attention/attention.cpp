@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <vector>
 
 #include "fastlearn/math.h"
@@ -26,9 +27,13 @@ constexpr int64_t kBlock = 64;  // query rows and key columns per tile
 constexpr int64_t kNR = 16;     // micro-kernel columns; packed widths are multiples of this
 constexpr int64_t kQueryBlock = 96;  // forward query rows per work item: 16 micro-kernel row groups of 6
 #ifndef FL_ATTN_FWD_BLOCK
-#define FL_ATTN_FWD_BLOCK 32
+#define FL_ATTN_FWD_BLOCK 64
 #endif
 constexpr int64_t kFwdBlock = FL_ATTN_FWD_BLOCK;  // forward key columns per tile (divides kBlock)
+#ifndef FL_ATTN_FWD_GROUPS
+#define FL_ATTN_FWD_GROUPS 4
+#endif
+constexpr int64_t kFwdGroups = FL_ATTN_FWD_GROUPS;  // micro-kernel row groups per softmax step
 
 int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
@@ -245,8 +250,11 @@ struct Problem {
   const T *q, *k, *v;
   const T* bias;
   int64_t bias_stride[4];
-  // packed per (batch, kv-head): kt: EP? no -- E x SP; vp: SP x EvP; (backward) vt: Ev x SP; kp: SP x EP
+  // packed per (batch, kv-head): kt: E x SP (blocked); vp: SP x EvP; (backward) vt: Ev x SP
+  // (blocked); kp: SP x EP. V and K are read in place instead of vp and kp when their rows
+  // are already a multiple of 16 wide (v_direct, k_direct): the products only read rows < S.
   T *kt, *vp, *vt, *kp;
+  bool v_direct, k_direct;
 };
 
 template <typename T>
@@ -262,6 +270,7 @@ Problem<T> describe(const View& query, const View& key, const View& value, const
   p.keep_scale = p.dropout ? static_cast<T>(1.0 / (1.0 - opt.dropout_p)) : T(1);
   p.threshold = dropout_threshold(opt.dropout_p);
   p.seed = opt.seed;
+  p.v_direct = p.Ev == p.EvP, p.k_direct = p.E == p.EP;
   p.q = query.ptr<T>(), p.k = key.ptr<T>(), p.v = value.ptr<T>();
   p.bias = bias ? bias->ptr<T>() : nullptr;
   for (int d = 0; d < 4; ++d) p.bias_stride[d] = bias ? bias->strides[d] : 0;
@@ -275,29 +284,48 @@ FL_ALWAYS_INLINE int64_t blocked(int64_t dim, int64_t e, int64_t j, int64_t nb) 
   return (j / nb) * dim * nb + e * nb + j % nb;
 }
 
-// Pack K^T and V (and for the backward V^T and padded K) of one (batch, kv-head).
+// Rows of V (forward) and K (backward's dQ product) of one (batch, kv-head), EvP / EP apart.
+template <typename T>
+FL_ALWAYS_INLINE const T* v_rows(const Problem<T>& p, int64_t unit) {
+  return p.v_direct ? p.v + unit * p.S * p.Ev : p.vp + unit * p.SP * p.EvP;
+}
+template <typename T>
+FL_ALWAYS_INLINE const T* k_rows(const Problem<T>& p, int64_t unit) {
+  return p.k_direct ? p.k + unit * p.S * p.E : p.kp + unit * p.SP * p.EP;
+}
+
+// dst (SP x ldd) = src (S x n) with zero padding; the buffers come uninitialised.
+template <typename T>
+FL_ALWAYS_INLINE void pad_rows(T* dst, int64_t ldd, const T* src, int64_t n, int64_t S, int64_t SP) {
+  for (int64_t j = 0; j < S; ++j) {
+    std::memcpy(dst + j * ldd, src + j * n, sizeof(T) * n);
+    std::fill(dst + j * ldd + n, dst + (j + 1) * ldd, T(0));
+  }
+  std::fill(dst + S * ldd, dst + SP * ldd, T(0));
+}
+// dst (blocked, dim x SP) = src^T (src S x dim), zero columns S..SP.
+template <typename T>
+FL_ALWAYS_INLINE void pack_transposed(T* dst, const T* src, int64_t dim, int64_t S, int64_t SP, int64_t nb) {
+  for (int64_t j0 = 0; j0 < S; j0 += 16)  // transpose in 16-row strips (cache friendly)
+    for (int64_t e = 0; e < dim; ++e)
+      for (int64_t j = j0; j < std::min(S, j0 + 16); ++j) dst[blocked(dim, e, j, nb)] = src[j * dim + e];
+  for (int64_t e = 0; e < dim; ++e)
+    for (int64_t j = S; j < SP; ++j) dst[blocked(dim, e, j, nb)] = T(0);
+}
+
+// Pack what one (batch, kv-head) needs: forward K^T (and V unless read in place); backward
+// K^T, V^T (and K unless read in place).
 template <typename T>
 FL_ALWAYS_INLINE void pack_head(const Problem<T>& p, int64_t unit, bool backward) {
   const T* k = p.k + unit * p.S * p.E;
   const T* v = p.v + unit * p.S * p.Ev;
-  T* kt = p.kt + unit * p.E * p.SP;
-  T* vp = p.vp + unit * p.SP * p.EvP;
-  std::fill(kt, kt + p.E * p.SP, T(0));
-  std::fill(vp, vp + p.SP * p.EvP, T(0));
-  const int64_t nb = backward ? kBlock : kFwdBlock;
-  for (int64_t j0 = 0; j0 < p.S; j0 += 16)  // transpose in 16-row strips (cache friendly)
-    for (int64_t e = 0; e < p.E; ++e)
-      for (int64_t j = j0; j < std::min(p.S, j0 + 16); ++j) kt[blocked(p.E, e, j, nb)] = k[j * p.E + e];
-  for (int64_t j = 0; j < p.S; ++j) std::memcpy(vp + j * p.EvP, v + j * p.Ev, sizeof(T) * p.Ev);
-  if (!backward) return;
-  T* vt = p.vt + unit * p.Ev * p.SP;
-  T* kp = p.kp + unit * p.SP * p.EP;
-  std::fill(vt, vt + p.Ev * p.SP, T(0));
-  std::fill(kp, kp + p.SP * p.EP, T(0));
-  for (int64_t j0 = 0; j0 < p.S; j0 += 16)
-    for (int64_t e = 0; e < p.Ev; ++e)
-      for (int64_t j = j0; j < std::min(p.S, j0 + 16); ++j) vt[blocked(p.Ev, e, j, kBlock)] = v[j * p.Ev + e];
-  for (int64_t j = 0; j < p.S; ++j) std::memcpy(kp + j * p.EP, k + j * p.E, sizeof(T) * p.E);
+  pack_transposed(p.kt + unit * p.E * p.SP, k, p.E, p.S, p.SP, backward ? kBlock : kFwdBlock);
+  if (!backward) {
+    if (!p.v_direct) pad_rows(p.vp + unit * p.SP * p.EvP, p.EvP, v, p.Ev, p.S, p.SP);
+    return;
+  }
+  pack_transposed(p.vt + unit * p.Ev * p.SP, v, p.Ev, p.S, p.SP, kBlock);
+  if (!p.k_direct) pad_rows(p.kp + unit * p.SP * p.EP, p.EP, k, p.E, p.S, p.SP);
 }
 
 // Scores of one tile row in place: s = scale * s + bias, and -inf where the key is masked out
@@ -334,14 +362,14 @@ FL_ALWAYS_INLINE T score_row(const Problem<T>& p, T* s, int64_t b, int64_t h, in
 template <typename T>
 FL_ALWAYS_INLINE void forward_block(const Problem<T>& p, int64_t item, T* out, T* lse, T* work) {
   constexpr T kNegInf = -std::numeric_limits<T>::infinity();
-  constexpr int64_t MR = Vec<T>::kRows;
+  constexpr int64_t GR = Vec<T>::kRows * kFwdGroups;
   const int64_t nqb = (p.L + kQueryBlock - 1) / kQueryBlock;
   const int64_t bh = item / nqb, qb = item % nqb;
   const int64_t b = bh / p.Hq, h = bh % p.Hq, unit = b * p.Hkv + h / p.group;
   const int64_t q0 = qb * kQueryBlock, rows = std::min(kQueryBlock, p.L - q0);
   T* qs = work;                         // rows x E
-  T* s = qs + kQueryBlock * p.E;        // MR x kFwdBlock: one row group's scores, then weights
-  T* acc = s + MR * kFwdBlock;          // rows x EvP
+  T* s = qs + kQueryBlock * p.E;        // GR x kFwdBlock: one row group's scores, then weights
+  T* acc = s + GR * kFwdBlock;          // rows x EvP
   T* m = acc + kQueryBlock * p.EvP;     // rows
   T* l = m + kQueryBlock;               // rows
   const T* q = p.q + (bh * p.L + q0) * p.E;  // scaled once here, so the scores need no multiply
@@ -353,13 +381,13 @@ FL_ALWAYS_INLINE void forward_block(const Problem<T>& p, int64_t item, T* out, T
   std::fill(m, m + rows, kNegInf);
   std::fill(l, l + rows, T(0));
   const T* kt = p.kt + unit * p.E * p.SP;
-  const T* vp = p.vp + unit * p.SP * p.EvP;
+  const T* vp = v_rows(p, unit);
   int64_t k_end = p.S;
   if (p.causal) k_end = std::min(p.S, q0 + rows);  // keys past the last row are all masked
   for (int64_t k0 = 0; k0 < k_end; k0 += kFwdBlock) {
     const int64_t width = std::min(kFwdBlock, round_up(p.S - k0, kNR));
-    for (int64_t g0 = 0; g0 < rows; g0 += MR) {
-      const int64_t mr = std::min(MR, rows - g0);
+    for (int64_t g0 = 0; g0 < rows; g0 += GR) {
+      const int64_t mr = std::min(GR, rows - g0);
       if (p.causal && k0 > q0 + g0 + mr - 1) continue;  // the group sees none of these keys
       // Every score of the strip visible and unbiased: no masking pass, just the max.
       const bool plain = !p.bias && k0 + width <= p.S && (!p.causal || k0 + width - 1 <= q0 + g0);
@@ -386,7 +414,7 @@ FL_ALWAYS_INLINE void forward_block(const Problem<T>& p, int64_t item, T* out, T
           for (int64_t e = 0; e < p.EvP; ++e) ai[e] *= alpha;
         }
       }
-      gemm_acc<T>(mr, p.EvP, width, s, kFwdBlock, vp + k0 * p.EvP, p.EvP, acc + g0 * p.EvP, p.EvP);
+      gemm_acc<T>(mr, p.EvP, std::min(width, p.S - k0), s, kFwdBlock, vp + k0 * p.EvP, p.EvP, acc + g0 * p.EvP, p.EvP);
     }
   }
   for (int64_t i = 0; i < rows; ++i) {
@@ -422,7 +450,7 @@ FL_ALWAYS_INLINE void backward_block(const Problem<T>& p, int64_t unit, int64_t 
   T* dv_acc = dk_acc + kBlock * p.EP; // kBlock x EvP
   const T* kt = p.kt + unit * p.E * p.SP;
   const T* vt = p.vt + unit * p.Ev * p.SP;
-  const T* kp = p.kp + unit * p.SP * p.EP;
+  const T* kp = k_rows(p, unit);
   std::fill(dk_acc, dk_acc + kBlock * p.EP, T(0));
   std::fill(dv_acc, dv_acc + kBlock * p.EvP, T(0));
   std::fill(qp, qp + kBlock * p.EP, T(0));
@@ -497,7 +525,7 @@ FL_ALWAYS_INLINE void pack_range(const Problem<T>& p, int64_t u0, int64_t u1, bo
 }
 template <typename T>
 FL_ALWAYS_INLINE void forward_range(const Problem<T>& p, int64_t i0, int64_t i1, T* out, T* lse) {
-  std::vector<T> work(static_cast<size_t>(kQueryBlock * (p.E + p.EvP + 2) + Vec<T>::kRows * kFwdBlock));
+  std::vector<T> work(static_cast<size_t>(kQueryBlock * (p.E + p.EvP + 2) + Vec<T>::kRows * kFwdGroups * kFwdBlock));
   for (int64_t i = i0; i < i1; ++i) forward_block(p, i, out, lse, work.data());
 }
 template <typename T>
@@ -600,8 +628,10 @@ void forward_typed(const View& query, const View& key, const View& value, const 
     return;
   }
   const int64_t units = p.B * p.Hkv;
-  std::vector<T> kt(static_cast<size_t>(units * p.E * p.SP)), vp(static_cast<size_t>(units * p.SP * p.EvP));
-  p.kt = kt.data(), p.vp = vp.data();
+  // Uninitialised (pack_head writes every element): no zeroing pass over megabytes.
+  std::unique_ptr<T[]> kt(new T[static_cast<size_t>(units * p.E * p.SP)]);
+  std::unique_ptr<T[]> vp(new T[p.v_direct ? 0 : static_cast<size_t>(units * p.SP * p.EvP)]);
+  p.kt = kt.get(), p.vp = vp.get();
   parallel_for(units, p.S * (p.E + p.Ev), [&](int64_t a, int64_t b) { pack(p, a, b, false); });
   const int64_t nqb = (p.L + kQueryBlock - 1) / kQueryBlock;
   const int64_t items = p.B * p.Hq * nqb;
@@ -625,9 +655,10 @@ void backward_typed(const View& grad_out, const View& query, const View& key, co
   std::fill(dv, dv + grad_value.numel(), T(0));
   if (p.B * p.Hq * p.L == 0 || p.S == 0) return;
   const int64_t units = p.B * p.Hkv;
-  std::vector<T> kt(static_cast<size_t>(units * p.E * p.SP)), vp(static_cast<size_t>(units * p.SP * p.EvP)),
-      vt(static_cast<size_t>(units * p.Ev * p.SP)), kp(static_cast<size_t>(units * p.SP * p.EP));
-  p.kt = kt.data(), p.vp = vp.data(), p.vt = vt.data(), p.kp = kp.data();
+  std::unique_ptr<T[]> kt(new T[static_cast<size_t>(units * p.E * p.SP)]);
+  std::unique_ptr<T[]> vt(new T[static_cast<size_t>(units * p.Ev * p.SP)]);
+  std::unique_ptr<T[]> kp(new T[p.k_direct ? 0 : static_cast<size_t>(units * p.SP * p.EP)]);
+  p.kt = kt.get(), p.vt = vt.get(), p.kp = kp.get();
   parallel_for(units, 2 * p.S * (p.E + p.Ev), [&](int64_t a, int64_t b) { pack(p, a, b, true); });
   // delta_i = <grad_out_i, out_i>: the row term of the softmax gradient.
   const int64_t rows = p.B * p.Hq * p.L;
@@ -646,14 +677,19 @@ void backward_typed(const View& grad_out, const View& query, const View& key, co
   const int64_t nkb = (p.S + kBlock - 1) / kBlock;
   const int64_t threads = omp_get_max_threads();
   const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(nkb, (2 * threads + units - 1) / units));
-  std::vector<T> dq_acc(static_cast<size_t>(chunks * units * p.group * p.L * p.EP), T(0));
+  // One chunk and unpadded rows: each item owns its heads' rows of grad_query (zeroed above),
+  // which then has dq_acc's layout, so the shares go there directly.
+  const bool direct_dq = chunks == 1 && p.E == p.EP;
+  std::vector<T> dq_acc(direct_dq ? 0 : static_cast<size_t>(chunks * units * p.group * p.L * p.EP), T(0));
+  T* dq_dst = direct_dq ? dq : dq_acc.data();
   auto run = [&](int64_t a, int64_t b) {
-    backward_items(p, a, b, chunks, go, lse.ptr<T>(), delta.data(), dq_acc.data(), dk, dv);
+    backward_items(p, a, b, chunks, go, lse.ptr<T>(), delta.data(), dq_dst, dk, dv);
   };
   if (p.B * p.Hq * p.L * p.S * (p.E + p.Ev) < 4 * kParallelGrain)
     run(0, units * chunks);
   else
     parallel_dynamic(units * chunks, run);
+  if (direct_dq) return;
   parallel_for(rows, p.E * chunks, [&](int64_t a, int64_t b) {
     for (int64_t r = a; r < b; ++r)
       for (int64_t c = 0; c < chunks; ++c) {
