@@ -461,12 +461,19 @@ FL_ALWAYS_INLINE void backward_block(const Problem<T>& p, int64_t unit, int64_t 
     T* dq = dq_acc + g * p.L * p.EP;
     for (int64_t q0 = q_start; q0 < p.L; q0 += kBlock) {
       const int64_t rows = std::min(kBlock, p.L - q0);
-      for (int64_t i = 0; i < rows; ++i) {
-        std::memcpy(qp + i * p.EP, p.q + (bh * p.L + q0 + i) * p.E, sizeof(T) * p.E);
-        std::memcpy(gop + i * p.EvP, go + (bh * p.L + q0 + i) * p.Ev, sizeof(T) * p.Ev);
+      // Query and grad_out rows in place when 16-aligned (they are B operands below), else padded copies.
+      const T* qb = p.q + (bh * p.L + q0) * p.E;
+      const T* gb = go + (bh * p.L + q0) * p.Ev;
+      if (p.E != p.EP) {
+        for (int64_t i = 0; i < rows; ++i) std::memcpy(qp + i * p.EP, qb + i * p.E, sizeof(T) * p.E);
+        qb = qp;
       }
-      gemm_acc<T, false, true>(rows, width, p.E, qp, p.EP, kt + k0 * p.E, kBlock, s, kBlock);
-      gemm_acc<T, false, true>(rows, width, p.Ev, gop, p.EvP, vt + k0 * p.Ev, kBlock, dp, kBlock);
+      if (p.Ev != p.EvP) {
+        for (int64_t i = 0; i < rows; ++i) std::memcpy(gop + i * p.EvP, gb + i * p.Ev, sizeof(T) * p.Ev);
+        gb = gop;
+      }
+      gemm_acc<T, false, true>(rows, width, p.E, qb, p.EP, kt + k0 * p.E, kBlock, s, kBlock);
+      gemm_acc<T, false, true>(rows, width, p.Ev, gb, p.EvP, vt + k0 * p.Ev, kBlock, dp, kBlock);
       // Every score of the tile visible and unbiased: one fused pass per row.
       const bool plain = !p.bias && !p.dropout && k0 + width <= p.S && (!p.causal || k0 + width - 1 <= q0);
       for (int64_t i = 0; i < rows; ++i) {
@@ -506,8 +513,8 @@ FL_ALWAYS_INLINE void backward_block(const Problem<T>& p, int64_t unit, int64_t 
           for (int64_t j = 0; j < width; ++j) dpi[j] = si[j] * (dpi[j] - delta_i) * p.scale;
         }
       }
-      gemm_acc<T, true>(cols, p.EvP, rows, s, kBlock, gop, p.EvP, dv_acc, p.EvP);   // dV += (P Z)^T dO
-      gemm_acc<T, true>(cols, p.EP, rows, dp, kBlock, qp, p.EP, dk_acc, p.EP);      // dK += dS^T Q
+      gemm_acc<T, true>(cols, p.EvP, rows, s, kBlock, gb, p.EvP, dv_acc, p.EvP);   // dV += (P Z)^T dO
+      gemm_acc<T, true>(cols, p.EP, rows, dp, kBlock, qb, p.EP, dk_acc, p.EP);      // dK += dS^T Q
       gemm_acc<T>(rows, p.EP, cols, dp, kBlock, kp + k0 * p.EP, p.EP, dq + q0 * p.EP, p.EP);
     }
   }
