@@ -344,6 +344,9 @@ FL_ALWAYS_INLINE void run_blocks(const Plan<T>& p, int64_t blk0, int64_t blk1, P
   // full: the block transposed (XT) and, per component, r (XT - mu_k) (rxT), both Dq x B; the
   // rows past D stay zero.
   std::vector<T> XT(full ? static_cast<size_t>(Dq * B) : 0), rxT(XT.size(), T(0));
+  // full: the block's points of nonzero responsibility, gathered (XTc, rc; see step 3)
+  std::vector<T> XTc(XT.size(), T(0)), rc(full ? static_cast<size_t>(B) : 0);
+  std::vector<int32_t> idx(full ? static_cast<size_t>(B) : 0);
   for (int64_t blk = blk0; blk < blk1; ++blk) {
     const int64_t n0 = blk * B, nb = std::min(B, N - n0), nbp = round_up(nb, full ? kPV * W : kTileRows);
     // 1. w[k, a] = offset_k - ||(x_a - mu_k) P_k||^2 / 2
@@ -474,15 +477,42 @@ FL_ALWAYS_INLINE void run_blocks(const Plan<T>& p, int64_t blk0, int64_t blk1, P
       const T* mu = p.means + k * D;
       double* s1 = part.s1.data() + k * Dp;
       if (full) {
-        const int64_t npv = nbp / W;
+        // Points whose responsibility underflowed to exactly 0 (see flush_below) add nothing;
+        // when most of the block's points are such for this component (separated components),
+        // the others are gathered first and only they go through the scatter.
+        int64_t M = 0;
+        for (int64_t a = 0; a < nb; ++a) {
+          idx[static_cast<size_t>(M)] = static_cast<int32_t>(a);
+          M += r[a] != T(0);
+        }
+        if (M == 0) continue;
+        const T* XTk = XT.data();
+        const T* rk = r;
+        int64_t npv = nbp / W;
+        if (M * 4 < nbp) {  // gathering costs about what a quarter of the dense scatter does
+          const int64_t Mp = round_up(M, W);
+          for (int64_t m = 0; m < M; ++m) {
+            const int64_t a = idx[static_cast<size_t>(m)];
+            const T* x = p.X + (n0 + a) * D;
+            for (int64_t i = 0; i < D; ++i) XTc[i * B + m] = x[i];
+            rc[m] = r[a];
+          }
+          for (int64_t m = M; m < Mp; ++m) {
+            for (int64_t i = 0; i < D; ++i) XTc[i * B + m] = T(0);
+            rc[m] = T(0);
+          }
+          XTk = XTc.data();
+          rk = rc.data();
+          npv = Mp / W;
+        }
         for (int64_t i = 0; i < D; ++i) {
           const T m = mu[i];
-          const T* xi = XT.data() + i * B;
+          const T* xi = XTk + i * B;
           T* ri = rxT.data() + i * B;
           T sv = 0;
 #pragma omp simd reduction(+ : sv)
-          for (int64_t a = 0; a < nbp; ++a) {
-            const T rx = r[a] * (xi[a] - m);
+          for (int64_t a = 0; a < npv * W; ++a) {
+            const T rx = rk[a] * (xi[a] - m);
             ri[a] = rx;
             sv += rx;
           }
@@ -491,12 +521,12 @@ FL_ALWAYS_INLINE void run_blocks(const Plan<T>& p, int64_t blk0, int64_t blk1, P
         double* S = part.s2.data() + k * Dq * Dq;
         const T* mk = p.mq.data() + k * Dq;
         int64_t i0 = 0;
-        for (; i0 + kSI <= D; i0 += kSI) full_srow<T, kSI>(rxT.data(), XT.data(), B, mk, npv, i0, D, S, Dq);
+        for (; i0 + kSI <= D; i0 += kSI) full_srow<T, kSI>(rxT.data(), XTk, B, mk, npv, i0, D, S, Dq);
         switch (D - i0) {
-          case 4: full_srow<T, 4>(rxT.data(), XT.data(), B, mk, npv, i0, D, S, Dq); break;
-          case 3: full_srow<T, 3>(rxT.data(), XT.data(), B, mk, npv, i0, D, S, Dq); break;
-          case 2: full_srow<T, 2>(rxT.data(), XT.data(), B, mk, npv, i0, D, S, Dq); break;
-          case 1: full_srow<T, 1>(rxT.data(), XT.data(), B, mk, npv, i0, D, S, Dq); break;
+          case 4: full_srow<T, 4>(rxT.data(), XTk, B, mk, npv, i0, D, S, Dq); break;
+          case 3: full_srow<T, 3>(rxT.data(), XTk, B, mk, npv, i0, D, S, Dq); break;
+          case 2: full_srow<T, 2>(rxT.data(), XTk, B, mk, npv, i0, D, S, Dq); break;
+          case 1: full_srow<T, 1>(rxT.data(), XTk, B, mk, npv, i0, D, S, Dq); break;
           default: break;
         }
       } else if (!diag) {  // tied: first moments only
