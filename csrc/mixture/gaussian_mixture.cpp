@@ -346,14 +346,14 @@ FL_ALWAYS_INLINE void run_blocks(const Plan<T>& p, int64_t blk0, int64_t blk1, P
   std::vector<T> XT(full ? static_cast<size_t>(Dq * B) : 0), rxT(XT.size(), T(0));
   // full: the block's points of nonzero responsibility, gathered (XTc, rc; see step 3)
   std::vector<T> XTc(XT.size(), T(0)), rc(full ? static_cast<size_t>(B) : 0);
-  std::vector<int32_t> idx(full ? static_cast<size_t>(B) : 0);
   for (int64_t blk = blk0; blk < blk1; ++blk) {
     const int64_t n0 = blk * B, nb = std::min(B, N - n0), nbp = round_up(nb, full ? kPV * W : kTileRows);
     // 1. w[k, a] = offset_k - ||(x_a - mu_k) P_k||^2 / 2
     if (full) {
-      for (int64_t a = 0; a < nb; ++a) {
-        const T* x = p.X + (n0 + a) * D;
-        for (int64_t i = 0; i < D; ++i) XT[i * B + a] = x[i];
+      for (int64_t i = 0; i < D; ++i) {  // contiguous stores, strided loads
+        const T* x = p.X + n0 * D + i;
+        T* o = XT.data() + i * B;
+        for (int64_t a = 0; a < nb; ++a) o[a] = x[a * D];
       }
       for (int64_t i = 0; i < D; ++i)
         for (int64_t a = nb; a < nbp; ++a) XT[i * B + a] = T(0);
@@ -472,6 +472,7 @@ FL_ALWAYS_INLINE void run_blocks(const Plan<T>& p, int64_t blk0, int64_t blk1, P
       T* r = w.data() + k * B;
       for (int64_t a = nb; a < nbp; ++a) r[a] = T(0);
       double sr = 0;
+#pragma omp simd reduction(+ : sr)
       for (int64_t a = 0; a < nb; ++a) sr += static_cast<double>(r[a]);
       part.nk[k] += sr;
       const T* mu = p.means + k * D;
@@ -481,21 +482,19 @@ FL_ALWAYS_INLINE void run_blocks(const Plan<T>& p, int64_t blk0, int64_t blk1, P
         // when most of the block's points are such for this component (separated components),
         // the others are gathered first and only they go through the scatter.
         int64_t M = 0;
-        for (int64_t a = 0; a < nb; ++a) {
-          idx[static_cast<size_t>(M)] = static_cast<int32_t>(a);
-          M += r[a] != T(0);
-        }
+#pragma omp simd reduction(+ : M)
+        for (int64_t a = 0; a < nb; ++a) M += r[a] != T(0);
         if (M == 0) continue;
         const T* XTk = XT.data();
         const T* rk = r;
         int64_t npv = nbp / W;
         if (M * 4 < nbp) {  // gathering costs about what a quarter of the dense scatter does
           const int64_t Mp = round_up(M, W);
-          for (int64_t m = 0; m < M; ++m) {
-            const int64_t a = idx[static_cast<size_t>(m)];
+          for (int64_t a = 0, m = 0; a < nb; ++a) {
+            if (r[a] == T(0)) continue;
             const T* x = p.X + (n0 + a) * D;
             for (int64_t i = 0; i < D; ++i) XTc[i * B + m] = x[i];
-            rc[m] = r[a];
+            rc[m++] = r[a];
           }
           for (int64_t m = M; m < Mp; ++m) {
             for (int64_t i = 0; i < D; ++i) XTc[i * B + m] = T(0);
