@@ -328,7 +328,8 @@ FL_ALWAYS_INLINE void full_srow(const T* rxT, const T* XT, int64_t ldx, const T*
   }
 }
 
-template <typename T>
+// kFull: the full-covariance path (compiled apart from the others, see run_full_f32).
+template <typename T, bool kFull>
 FL_ALWAYS_INLINE void run_blocks(const Plan<T>& p, int64_t blk0, int64_t blk1, Partial& part) {
   constexpr int W = vec_width<T>;
   const int64_t N = p.N, D = p.D, Dp = p.Dp, K = p.K, B = p.B;
@@ -339,7 +340,7 @@ FL_ALWAYS_INLINE void run_blocks(const Plan<T>& p, int64_t blk0, int64_t blk1, P
   const bool diag = p.cov == Covariance::diag;
   std::vector<T> A(diag ? static_cast<size_t>(B * 2 * Dp) : 0), dist(diag ? static_cast<size_t>(kTileRows * p.Kp) : 0);
   std::vector<T> rt(diag ? static_cast<size_t>(B * p.Kq) : 0);
-  const bool full = p.cov == Covariance::full;
+  constexpr bool full = kFull;
   const int64_t Dq = p.Dq;
   // full: the block transposed (XT) and, per component, r (XT - mu_k) (rxT), both Dq x B; the
   // rows past D stay zero.
@@ -349,7 +350,7 @@ FL_ALWAYS_INLINE void run_blocks(const Plan<T>& p, int64_t blk0, int64_t blk1, P
   for (int64_t blk = blk0; blk < blk1; ++blk) {
     const int64_t n0 = blk * B, nb = std::min(B, N - n0), nbp = round_up(nb, full ? kPV * W : kTileRows);
     // 1. w[k, a] = offset_k - ||(x_a - mu_k) P_k||^2 / 2
-    if (full) {
+    if constexpr (kFull) {
       for (int64_t i = 0; i < D; ++i) {  // contiguous stores, strided loads
         const T* x = p.X + n0 * D + i;
         T* o = XT.data() + i * B;
@@ -477,7 +478,7 @@ FL_ALWAYS_INLINE void run_blocks(const Plan<T>& p, int64_t blk0, int64_t blk1, P
       part.nk[k] += sr;
       const T* mu = p.means + k * D;
       double* s1 = part.s1.data() + k * Dp;
-      if (full) {
+      if constexpr (kFull) {
         // Points whose responsibility underflowed to exactly 0 (see flush_below) add nothing;
         // when most of the block's points are such for this component (separated components),
         // the others are gathered first and only they go through the scatter.
@@ -555,14 +556,32 @@ FL_ALWAYS_INLINE void run_blocks(const Plan<T>& p, int64_t blk0, int64_t blk1, P
   }
 }
 
-FL_MULTIVERSION void run_blocks_f32(const Plan<float>& p, int64_t b0, int64_t b1, Partial& part) {
-  run_blocks(p, b0, b1, part);
+// One target-cloned driver per path: the full path in the same function as the others made
+// GCC stop inlining small helpers there (the diag pass ran ~1.7x slower).
+FL_MULTIVERSION void run_full_f32(const Plan<float>& p, int64_t b0, int64_t b1, Partial& part) {
+  run_blocks<float, true>(p, b0, b1, part);
 }
-FL_MULTIVERSION void run_blocks_f64(const Plan<double>& p, int64_t b0, int64_t b1, Partial& part) {
-  run_blocks(p, b0, b1, part);
+FL_MULTIVERSION void run_other_f32(const Plan<float>& p, int64_t b0, int64_t b1, Partial& part) {
+  run_blocks<float, false>(p, b0, b1, part);
 }
-void run_blocks_any(const Plan<float>& p, int64_t b0, int64_t b1, Partial& part) { run_blocks_f32(p, b0, b1, part); }
-void run_blocks_any(const Plan<double>& p, int64_t b0, int64_t b1, Partial& part) { run_blocks_f64(p, b0, b1, part); }
+FL_MULTIVERSION void run_full_f64(const Plan<double>& p, int64_t b0, int64_t b1, Partial& part) {
+  run_blocks<double, true>(p, b0, b1, part);
+}
+FL_MULTIVERSION void run_other_f64(const Plan<double>& p, int64_t b0, int64_t b1, Partial& part) {
+  run_blocks<double, false>(p, b0, b1, part);
+}
+void run_blocks_any(const Plan<float>& p, int64_t b0, int64_t b1, Partial& part) {
+  if (p.cov == Covariance::full)
+    run_full_f32(p, b0, b1, part);
+  else
+    run_other_f32(p, b0, b1, part);
+}
+void run_blocks_any(const Plan<double>& p, int64_t b0, int64_t b1, Partial& part) {
+  if (p.cov == Covariance::full)
+    run_full_f64(p, b0, b1, part);
+  else
+    run_other_f64(p, b0, b1, part);
+}
 
 void check_out(const std::optional<View>& v, std::vector<int64_t> shape, DType dtype, const char* what) {
   if (!v) return;
