@@ -1,20 +1,23 @@
 // CPU kernel of the Gaussian-mixture pass (see gaussian_mixture.h).
 //
-// Work is cut into blocks of B points (B * D values ~ 16 KiB, so a block stays in L1/L2)
-// spread over threads. Within a block, for each component k:
-//   xc = X_block - mu_k                          (B x Dp, zero-padded to a multiple of the SIMD width)
-//   q  = rowwise ||xc P_k||^2                    (register tile: 4 points x 3 vectors of columns;
-//                                                 only the rows where P_k's column group is
-//                                                 nonzero are visited, so an upper-triangular
-//                                                 P_k costs D(D+1)/2 FMAs a point, not D^2)
-//   w[k] = offset_k - q / 2
-// then, per point, a log-sum-exp over the K values in w (exp computed once: they become the
-// responsibilities), and per component the statistics: nk += sum r, s1 += sum r xc and the
-// scatter s2 += (r xc)^T xc (register tile: 4 rows x 3 vectors of columns, upper triangle
-// only, reduced over the block's points before it touches the float64 accumulator).
+// Work is cut into blocks of B points spread over threads; threads keep their own float64
+// statistics, summed in thread order at the end. Per block:
+// 1. w[k, n] = offset_k - ||(x_n - mu_k) P_k||^2 / 2.
+//    full: the block is transposed once (XT, D x B, a feature of the block's points
+//    contiguous), so the points sit in the SIMD lanes: a register tile of 3 point vectors x 4
+//    columns of P_k accumulates (x - mu_k) P_k with P_k's entries broadcast; for an upper-
+//    triangular P_k (what the M-step makes) column j only visits rows <= j, D(D+1)/2 FMAs a
+//    point, and the squares are summed in the lanes (no per-point horizontal sums).
+//    tied: one triangular product X P (points x vectors of columns), then per component
+//    ||z - mu_k P||^2. diag: one product [(x - c)^2, x - c] x [p^2; -2 (mu - c) p^2].
+// 2. per point, a log-sum-exp over the K values in w (exp computed once: they become the
+//    responsibilities), vectorised over the block's points.
+// 3. the statistics nk += sum r, s1 += sum r (x - mu_k), s2 += sum r (x - mu_k)(x - mu_k)^T.
+//    full: rxT = r (XT - mu_k) once, then the upper triangle of s2 in 3 x 3 register tiles over
+//    the block's point vectors (centring the other operand on the fly), each reduced across
+//    the lanes once a block before it meets the float64 accumulator.
 // The scatter is taken about the current mean mu_k rather than zero, so large offsets in the
-// data do not cancel; the M-step (Python) moves it to the new mean exactly. Threads keep
-// their own float64 statistics; they are summed in thread order at the end.
+// data do not cancel; the M-step (Python) moves it to the new mean exactly.
 #include "gaussian_mixture.h"
 
 #include <omp.h>
@@ -22,6 +25,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <numeric>
 #include <vector>
 
 #include "fastlearn/parallel.h"
@@ -55,6 +59,11 @@ struct Plan {
   int64_t Kp = 0, Kq = 0;
   std::vector<T> diag_c, diag_bt, diag_off;
   std::vector<T> offset;     // K
+  // full, points-in-lanes path: P zero-padded to Dq x Dq (Dq = D rounded up to kCJ), and per
+  // component whether it is upper triangular (then the product skips its zeros).
+  int64_t Dq = 0;
+  std::vector<T> Pq, mq;  // and the means, K x Dq
+  std::vector<uint8_t> upper;
   T* log_prob = nullptr;     // N x K
   T* log_norm = nullptr;     // N
   int64_t* labels = nullptr; // N
@@ -63,7 +72,7 @@ struct Plan {
 
 // exp(-600) ~ 1e-261 (float64), exp(-70) ~ 4e-31 (float32): far above the subnormal range
 // even after a product with the data, far below anything a sum of ones can register.
-FL_ALWAYS_INLINE float exp_acc(float x) { return exp_f32(x); }
+FL_ALWAYS_INLINE float exp_acc(float x) { return exp_f32_inline(x); }
 FL_ALWAYS_INLINE double exp_acc(double x) { return exp_f64(x); }
 
 template <typename T>
@@ -207,29 +216,159 @@ FL_ALWAYS_INLINE void load_centered(const Plan<T>& p, int64_t n0, int64_t nb, in
     for (int64_t i = 0; i < Dp; ++i) xc[a * Dp + i] = T(0);
 }
 
+
+// ---- full covariance: points in the SIMD lanes --------------------------------------------
+// The block is held transposed (Dq x B: feature i of the block's points contiguous), so the
+// triangular product runs at scalar granularity of P (D(D+1)/2 FMAs a point for an upper-
+// triangular P, no per-point horizontal sums) and the scatter at that of its upper triangle.
+constexpr int kPV = 3;  // E-step tile: point vectors ...
+constexpr int kCJ = 4;  // ... x columns of P (12 accumulators)
+constexpr int kSI = 3;  // scatter tile: rows ...
+constexpr int kSJ = 3;  // ... x columns of S (9 accumulators, so the operands stay in registers)
+
+// q[pv] += sum_{c < kCJ} (sum_i xcT[i, pv] P[i, j0 + c])^2. With `upper` (P[i, j] = 0 for
+// i > j), rows past j0 + c are skipped for column c; otherwise all Dq rows are summed.
 template <typename T>
+FL_ALWAYS_INLINE void full_etile(const T* xcT, int64_t ldx, const T* mu, const T* P, int64_t ldp, int64_t j0,
+                                 int64_t Dq, bool upper, vec_t<T>* q) {
+  using V = vec_t<T>;
+  constexpr int W = vec_width<T>;
+  V acc[kPV][kCJ];
+  for (int pv = 0; pv < kPV; ++pv)
+    for (int c = 0; c < kCJ; ++c) acc[pv][c] = V{};
+  const int64_t full = upper ? j0 : Dq;
+  for (int64_t i = 0; i < full; ++i) {
+    V x[kPV];
+    for (int pv = 0; pv < kPV; ++pv) x[pv] = vload(xcT + i * ldx + pv * W) - mu[i];
+    for (int c = 0; c < kCJ; ++c) {
+      const T pc = P[i * ldp + j0 + c];
+      for (int pv = 0; pv < kPV; ++pv) acc[pv][c] += x[pv] * pc;
+    }
+  }
+  if (upper) {
+#pragma GCC unroll 16
+    for (int t = 0; t < kCJ; ++t) {  // row j0 + t reaches columns j0 + t and beyond only
+      const int64_t i = j0 + t;
+      V x[kPV];
+#pragma GCC unroll 16
+      for (int pv = 0; pv < kPV; ++pv) x[pv] = vload(xcT + i * ldx + pv * W) - mu[i];
+#pragma GCC unroll 16
+      for (int c = 0; c < kCJ; ++c) {
+        if (c < t) continue;
+        const T pc = P[i * ldp + j0 + c];
+#pragma GCC unroll 16
+        for (int pv = 0; pv < kPV; ++pv) acc[pv][c] += x[pv] * pc;
+      }
+    }
+  }
+  for (int pv = 0; pv < kPV; ++pv)
+    for (int c = 0; c < kCJ; ++c) q[pv] += acc[pv][c] * acc[pv][c];
+}
+
+// The lane sums of four vectors, as [a, b, c, d] (shuffles and adds, no scalar chain).
+FL_ALWAYS_INLINE void hsum4(vec_t<float> a, vec_t<float> b, vec_t<float> c, vec_t<float> d, float* out) {
+  const vec_t<float> ab = __builtin_shufflevector(a, b, 0, 1, 2, 3, 8, 9, 10, 11) +
+                          __builtin_shufflevector(a, b, 4, 5, 6, 7, 12, 13, 14, 15);
+  const vec_t<float> cd = __builtin_shufflevector(c, d, 0, 1, 2, 3, 8, 9, 10, 11) +
+                          __builtin_shufflevector(c, d, 4, 5, 6, 7, 12, 13, 14, 15);
+  // lanes: a0+a2, a1+a3, c0+c2, c1+c3, b0+b2, b1+b3, d0+d2, d1+d3
+  const vec_t<float> u = __builtin_shufflevector(ab, cd, 0, 1, 8, 9, 4, 5, 12, 13) +
+                         __builtin_shufflevector(ab, cd, 2, 3, 10, 11, 6, 7, 14, 15);
+  const vec_t<float> s = __builtin_shufflevector(u, u, 0, 2, 4, 6, 0, 2, 4, 6) +
+                         __builtin_shufflevector(u, u, 1, 3, 5, 7, 1, 3, 5, 7);
+  out[0] = s[0], out[1] = s[2], out[2] = s[1], out[3] = s[3];
+}
+FL_ALWAYS_INLINE void hsum4(vec_t<double> a, vec_t<double> b, vec_t<double> c, vec_t<double> d, double* out) {
+  const vec_t<double> ab = __builtin_shufflevector(a, b, 0, 1, 4, 5) + __builtin_shufflevector(a, b, 2, 3, 6, 7);
+  const vec_t<double> cd = __builtin_shufflevector(c, d, 0, 1, 4, 5) + __builtin_shufflevector(c, d, 2, 3, 6, 7);
+  // ab: a0+a2, a1+a3, b0+b2, b1+b3
+  const vec_t<double> s = __builtin_shufflevector(ab, cd, 0, 2, 4, 6) + __builtin_shufflevector(ab, cd, 1, 3, 5, 7);
+  out[0] = s[0], out[1] = s[1], out[2] = s[2], out[3] = s[3];
+}
+
+// S[i0 + a, j0 + c] += sum_n rxT[i0 + a, n] (XT[j0 + c, n] - mu[j0 + c]) over the block's npv
+// point vectors (rxT = r (XT - mu), the responsibilities times the centred block).
+template <typename T, int SI, int SJ>
+FL_ALWAYS_INLINE void full_stile(const T* rxT, const T* XT, int64_t ldx, const T* mu, int64_t npv, int64_t i0,
+                                 int64_t j0, double* S, int64_t lds) {
+  using V = vec_t<T>;
+  constexpr int W = vec_width<T>;
+  V acc[SI * SJ + 3];
+  for (int e = 0; e < SI * SJ + 3; ++e) acc[e] = V{};
+  T m[SJ];
+  for (int c = 0; c < SJ; ++c) m[c] = mu[j0 + c];
+  for (int64_t v = 0; v < npv; ++v) {
+    V xj[SJ];
+    for (int c = 0; c < SJ; ++c) xj[c] = vload(XT + (j0 + c) * ldx + v * W) - m[c];
+    for (int a = 0; a < SI; ++a) {
+      const V ri = vload(rxT + (i0 + a) * ldx + v * W);
+      for (int c = 0; c < SJ; ++c) acc[a * SJ + c] += ri * xj[c];
+    }
+  }
+  for (int e = 0; e < SI * SJ; e += 4) {
+    T out[4];
+    hsum4(acc[e], acc[e + 1], acc[e + 2], acc[e + 3], out);
+    for (int f = 0; f < 4 && e + f < SI * SJ; ++f) {
+      const int a = (e + f) / SJ, c = (e + f) % SJ;
+      S[(i0 + a) * lds + j0 + c] += static_cast<double>(out[f]);
+    }
+  }
+}
+
+template <typename T, int SI>
+FL_ALWAYS_INLINE void full_srow(const T* rxT, const T* XT, int64_t ldx, const T* mu, int64_t npv, int64_t i0,
+                                int64_t D, double* S, int64_t lds) {
+  int64_t j0 = i0;
+  for (; j0 + kSJ <= D; j0 += kSJ) full_stile<T, SI, kSJ>(rxT, XT, ldx, mu, npv, i0, j0, S, lds);
+  switch (D - j0) {
+    case 3: full_stile<T, SI, 3>(rxT, XT, ldx, mu, npv, i0, j0, S, lds); break;
+    case 2: full_stile<T, SI, 2>(rxT, XT, ldx, mu, npv, i0, j0, S, lds); break;
+    case 1: full_stile<T, SI, 1>(rxT, XT, ldx, mu, npv, i0, j0, S, lds); break;
+    default: break;
+  }
+}
+
+// kFull: the full-covariance path (compiled apart from the others, see run_full_f32).
+template <typename T, bool kFull>
 FL_ALWAYS_INLINE void run_blocks(const Plan<T>& p, int64_t blk0, int64_t blk1, Partial& part) {
   constexpr int W = vec_width<T>;
   const int64_t N = p.N, D = p.D, Dp = p.Dp, K = p.K, B = p.B;
-  const int64_t G = static_cast<int64_t>(p.group_start.size());
-  std::vector<T> xc(static_cast<size_t>(B * Dp)), rc(static_cast<size_t>(B * Dp));
+  std::vector<T> xc(p.cov == Covariance::tied ? static_cast<size_t>(B * Dp) : 0);
   std::vector<T> z(p.cov == Covariance::tied ? static_cast<size_t>(B * Dp) : 0);
   std::vector<T> w(static_cast<size_t>(K * B)), q(static_cast<size_t>(std::max(B, Dp)));
   std::vector<T> mx(static_cast<size_t>(B)), sx(static_cast<size_t>(B));
   const bool diag = p.cov == Covariance::diag;
   std::vector<T> A(diag ? static_cast<size_t>(B * 2 * Dp) : 0), dist(diag ? static_cast<size_t>(kTileRows * p.Kp) : 0);
   std::vector<T> rt(diag ? static_cast<size_t>(B * p.Kq) : 0);
+  constexpr bool full = kFull;
+  const int64_t Dq = p.Dq;
+  // full: the block transposed (XT) and, per component, r (XT - mu_k) (rxT), both Dq x B; the
+  // rows past D stay zero.
+  std::vector<T> XT(full ? static_cast<size_t>(Dq * B) : 0), rxT(XT.size(), T(0));
+  // full: the block's points of nonzero responsibility, gathered (XTc, rc; see step 3)
+  std::vector<T> XTc(XT.size(), T(0)), rc(full ? static_cast<size_t>(B) : 0);
   for (int64_t blk = blk0; blk < blk1; ++blk) {
-    const int64_t n0 = blk * B, nb = std::min(B, N - n0), nbp = round_up(nb, kTileRows);
+    const int64_t n0 = blk * B, nb = std::min(B, N - n0), nbp = round_up(nb, full ? kPV * W : kTileRows);
     // 1. w[k, a] = offset_k - ||(x_a - mu_k) P_k||^2 / 2
-    if (p.cov == Covariance::full) {
+    if constexpr (kFull) {
+      for (int64_t i = 0; i < D; ++i) {  // contiguous stores, strided loads
+        const T* x = p.X + n0 * D + i;
+        T* o = XT.data() + i * B;
+        for (int64_t a = 0; a < nb; ++a) o[a] = x[a * D];
+      }
+      for (int64_t i = 0; i < D; ++i)
+        for (int64_t a = nb; a < nbp; ++a) XT[i * B + a] = T(0);
       for (int64_t k = 0; k < K; ++k) {
-        load_centered(p, n0, nb, nbp, p.means + k * D, xc.data());
-        triangular_product(p, xc.data(), nbp, p.P.data() + k * Dp * Dp, p.lo.data() + k * G, p.hi.data() + k * G,
-                           p.vhi.data() + k * G * kTileVecs, q.data(), static_cast<T*>(nullptr));
+        const T* mu = p.mq.data() + k * Dq;
+        const T* Pk = p.Pq.data() + k * Dq * Dq;
+        const bool up = p.upper[k] != 0;
         const T off = p.offset[k];
         T* wk = w.data() + k * B;
-        for (int64_t a = 0; a < nb; ++a) wk[a] = off - T(0.5) * q[a];
+        for (int64_t v0 = 0; v0 < nbp / W; v0 += kPV) {
+          vec_t<T> qv[kPV] = {};
+          for (int64_t j0 = 0; j0 < Dq; j0 += kCJ) full_etile(XT.data() + v0 * W, B, mu, Pk, Dq, j0, Dq, up, qv);
+          for (int pv = 0; pv < kPV; ++pv) vstore(wk + (v0 + pv) * W, vsplat(off) - T(0.5) * qv[pv]);
+        }
       }
     } else if (p.cov == Covariance::tied) {
       load_centered(p, n0, nb, nbp, static_cast<const T*>(nullptr), xc.data());
@@ -334,37 +473,61 @@ FL_ALWAYS_INLINE void run_blocks(const Plan<T>& p, int64_t blk0, int64_t blk1, P
       T* r = w.data() + k * B;
       for (int64_t a = nb; a < nbp; ++a) r[a] = T(0);
       double sr = 0;
+#pragma omp simd reduction(+ : sr)
       for (int64_t a = 0; a < nb; ++a) sr += static_cast<double>(r[a]);
       part.nk[k] += sr;
       const T* mu = p.means + k * D;
       double* s1 = part.s1.data() + k * Dp;
-      if (p.cov == Covariance::full) {
-        load_centered(p, n0, nb, nbp, mu, xc.data());
-        std::vector<T>& rcv = rc;
-        T* rcp = rcv.data();
-        T* s1b = q.data();  // this block's sum of r xc, before it meets the float64 total
-        for (int64_t i = 0; i < Dp; ++i) s1b[i] = T(0);
-        for (int64_t a = 0; a < nbp; ++a) {
-          const T ra = r[a];
-#pragma omp simd
-          for (int64_t i = 0; i < Dp; ++i) {
-            const T v = ra * xc[a * Dp + i];
-            rcp[a * Dp + i] = v;
-            s1b[i] += v;
+      if constexpr (kFull) {
+        // Points whose responsibility underflowed to exactly 0 (see flush_below) add nothing;
+        // when most of the block's points are such for this component (separated components),
+        // the others are gathered first and only they go through the scatter.
+        int64_t M = 0;
+#pragma omp simd reduction(+ : M)
+        for (int64_t a = 0; a < nb; ++a) M += r[a] != T(0);
+        if (M == 0) continue;
+        const T* XTk = XT.data();
+        const T* rk = r;
+        int64_t npv = nbp / W;
+        if (M * 4 < nbp) {  // gathering costs about what a quarter of the dense scatter does
+          const int64_t Mp = round_up(M, W);
+          for (int64_t a = 0, m = 0; a < nb; ++a) {
+            if (r[a] == T(0)) continue;
+            const T* x = p.X + (n0 + a) * D;
+            for (int64_t i = 0; i < D; ++i) XTc[i * B + m] = x[i];
+            rc[m++] = r[a];
           }
+          for (int64_t m = M; m < Mp; ++m) {
+            for (int64_t i = 0; i < D; ++i) XTc[i * B + m] = T(0);
+            rc[m] = T(0);
+          }
+          XTk = XTc.data();
+          rk = rc.data();
+          npv = Mp / W;
         }
-        for (int64_t i = 0; i < D; ++i) s1[i] += static_cast<double>(s1b[i]);
-        double* S = part.s2.data() + k * Dp * Dp;
-        for (int64_t i0 = 0; i0 < D; i0 += kTileRows) {
-          for (int64_t g = 0; g < G; ++g) {
-            const int64_t j0 = static_cast<int64_t>(p.group_start[g]) * W;
-            if (j0 + static_cast<int64_t>(p.group_vecs[g]) * W <= i0) continue;  // below the diagonal
-            switch (p.group_vecs[g]) {
-              case 3: scatter_tile<T, 3>(rcp, Dp, xc.data(), Dp, nbp, i0, j0, S, Dp); break;
-              case 2: scatter_tile<T, 2>(rcp, Dp, xc.data(), Dp, nbp, i0, j0, S, Dp); break;
-              default: scatter_tile<T, 1>(rcp, Dp, xc.data(), Dp, nbp, i0, j0, S, Dp); break;
-            }
+        for (int64_t i = 0; i < D; ++i) {
+          const T m = mu[i];
+          const T* xi = XTk + i * B;
+          T* ri = rxT.data() + i * B;
+          T sv = 0;
+#pragma omp simd reduction(+ : sv)
+          for (int64_t a = 0; a < npv * W; ++a) {
+            const T rx = rk[a] * (xi[a] - m);
+            ri[a] = rx;
+            sv += rx;
           }
+          s1[i] += static_cast<double>(sv);
+        }
+        double* S = part.s2.data() + k * Dq * Dq;
+        const T* mk = p.mq.data() + k * Dq;
+        int64_t i0 = 0;
+        for (; i0 + kSI <= D; i0 += kSI) full_srow<T, kSI>(rxT.data(), XTk, B, mk, npv, i0, D, S, Dq);
+        switch (D - i0) {
+          case 4: full_srow<T, 4>(rxT.data(), XTk, B, mk, npv, i0, D, S, Dq); break;
+          case 3: full_srow<T, 3>(rxT.data(), XTk, B, mk, npv, i0, D, S, Dq); break;
+          case 2: full_srow<T, 2>(rxT.data(), XTk, B, mk, npv, i0, D, S, Dq); break;
+          case 1: full_srow<T, 1>(rxT.data(), XTk, B, mk, npv, i0, D, S, Dq); break;
+          default: break;
         }
       } else if (!diag) {  // tied: first moments only
         for (int64_t a = 0; a < nb; ++a) {
@@ -393,14 +556,32 @@ FL_ALWAYS_INLINE void run_blocks(const Plan<T>& p, int64_t blk0, int64_t blk1, P
   }
 }
 
-FL_MULTIVERSION void run_blocks_f32(const Plan<float>& p, int64_t b0, int64_t b1, Partial& part) {
-  run_blocks(p, b0, b1, part);
+// One target-cloned driver per path: the full path in the same function as the others made
+// GCC stop inlining small helpers there (the diag pass ran ~1.7x slower).
+FL_MULTIVERSION void run_full_f32(const Plan<float>& p, int64_t b0, int64_t b1, Partial& part) {
+  run_blocks<float, true>(p, b0, b1, part);
 }
-FL_MULTIVERSION void run_blocks_f64(const Plan<double>& p, int64_t b0, int64_t b1, Partial& part) {
-  run_blocks(p, b0, b1, part);
+FL_MULTIVERSION void run_other_f32(const Plan<float>& p, int64_t b0, int64_t b1, Partial& part) {
+  run_blocks<float, false>(p, b0, b1, part);
 }
-void run_blocks_any(const Plan<float>& p, int64_t b0, int64_t b1, Partial& part) { run_blocks_f32(p, b0, b1, part); }
-void run_blocks_any(const Plan<double>& p, int64_t b0, int64_t b1, Partial& part) { run_blocks_f64(p, b0, b1, part); }
+FL_MULTIVERSION void run_full_f64(const Plan<double>& p, int64_t b0, int64_t b1, Partial& part) {
+  run_blocks<double, true>(p, b0, b1, part);
+}
+FL_MULTIVERSION void run_other_f64(const Plan<double>& p, int64_t b0, int64_t b1, Partial& part) {
+  run_blocks<double, false>(p, b0, b1, part);
+}
+void run_blocks_any(const Plan<float>& p, int64_t b0, int64_t b1, Partial& part) {
+  if (p.cov == Covariance::full)
+    run_full_f32(p, b0, b1, part);
+  else
+    run_other_f32(p, b0, b1, part);
+}
+void run_blocks_any(const Plan<double>& p, int64_t b0, int64_t b1, Partial& part) {
+  if (p.cov == Covariance::full)
+    run_full_f64(p, b0, b1, part);
+  else
+    run_other_f64(p, b0, b1, part);
+}
 
 void check_out(const std::optional<View>& v, std::vector<int64_t> shape, DType dtype, const char* what) {
   if (!v) return;
@@ -422,6 +603,14 @@ double run(const View& X, const View& means, const View& prec, const View& offse
   const int64_t D = p.D, Dp = p.Dp, K = p.K;
   // Points per block: ~16 KiB of centred data; a multiple of the tile height.
   p.B = std::clamp<int64_t>(16384 / (Dp * static_cast<int64_t>(sizeof(T))), 8, 256) / kTileRows * kTileRows;
+  if (cov == Covariance::full) {
+    // Points per block a multiple of the tile's kPV vectors; enough of them that the scatter's
+    // per-block reductions are a small part of its work, few enough that a block's three
+    // Dq x B arrays stay near L1/L2.
+    p.Dq = round_up(D, kCJ);
+    const int64_t unit = kPV * W;
+    p.B = std::clamp<int64_t>(49152 / (p.Dq * static_cast<int64_t>(sizeof(T))) / unit * unit, unit, 32 * unit);
+  }
   p.offset.assign(offset.ptr<T>(), offset.ptr<T>() + K);
   const int64_t nvec = Dp / W;
   for (int64_t v = 0; v < nvec; v += kTileVecs) {
@@ -456,7 +645,7 @@ double run(const View& X, const View& means, const View& prec, const View& offse
       p.diag_off[k] = static_cast<T>(static_cast<double>(p.offset[k]) - 0.5 * extra);
     }
   } else {
-    const int64_t nmat = cov == Covariance::full ? K : 1;
+    const int64_t nmat = cov == Covariance::tied ? 1 : 0;  // full uses Pq below
     p.P.assign(static_cast<size_t>(nmat * Dp * Dp), T(0));
     p.lo.assign(static_cast<size_t>(nmat * G), 0);
     p.hi.assign(static_cast<size_t>(nmat * G), 0);
@@ -496,6 +685,21 @@ double run(const View& X, const View& means, const View& prec, const View& offse
           vh[p.group_vecs[g] - 1] = static_cast<int32_t>(hi);
       }
     }
+    if (cov == Covariance::full) {
+      const int64_t Dq = p.Dq;
+      p.Pq.assign(static_cast<size_t>(K * Dq * Dq), T(0));
+      p.upper.assign(static_cast<size_t>(K), 1);
+      p.mq.assign(static_cast<size_t>(K * Dq), T(0));
+      for (int64_t k = 0; k < K; ++k)
+        for (int64_t i = 0; i < D; ++i) p.mq[k * Dq + i] = p.means[k * D + i];
+      for (int64_t k = 0; k < K; ++k)
+        for (int64_t i = 0; i < D; ++i)
+          for (int64_t j = 0; j < D; ++j) {
+            const T v = src[(k * D + i) * D + j];
+            p.Pq[(k * Dq + i) * Dq + j] = v;
+            if (j < i && v != T(0)) p.upper[k] = 0;
+          }
+    }
     if (cov == Covariance::tied) {  // b_k = mu_k P, as scikit-learn subtracts it
       p.tied_b.assign(static_cast<size_t>(K * Dp), T(0));
       for (int64_t k = 0; k < K; ++k)
@@ -511,7 +715,7 @@ double run(const View& X, const View& means, const View& prec, const View& offse
   if (out.labels) p.labels = out.labels->ptr<int64_t>();
   p.stats = out.nk.has_value();
 
-  const int64_t s2_size = cov == Covariance::full ? K * Dp * Dp : cov == Covariance::diag ? p.Kq * 2 * Dp : 0;
+  const int64_t s2_size = cov == Covariance::full ? K * p.Dq * p.Dq : cov == Covariance::diag ? p.Kq * 2 * Dp : 0;
   const int64_t nblocks = (p.N + p.B - 1) / p.B;
   std::vector<Partial> parts(static_cast<size_t>(std::max(1, omp_get_max_threads())));
   for (Partial& part : parts) {
@@ -543,7 +747,7 @@ double run(const View& X, const View& means, const View& prec, const View& offse
       for (const Partial& part : parts)
         for (int64_t k = 0; k < K; ++k)
           for (int64_t i = 0; i < D; ++i)
-            for (int64_t j = i; j < D; ++j) s2[(k * D + i) * D + j] += part.s2[(k * Dp + i) * Dp + j];
+            for (int64_t j = i; j < D; ++j) s2[(k * D + i) * D + j] += part.s2[(k * p.Dq + i) * p.Dq + j];
       for (int64_t k = 0; k < K; ++k)
         for (int64_t i = 0; i < D; ++i)
           for (int64_t j = 0; j < i; ++j) s2[(k * D + i) * D + j] = s2[(k * D + j) * D + i];
