@@ -36,6 +36,7 @@ struct Plan {
   int64_t* labels = nullptr;
   T* min_dist = nullptr;
   bool stats = false;
+  bool exact = true;  // distance to the winner (inertia, min_dist) wanted
 };
 
 struct Partial {
@@ -85,21 +86,37 @@ FL_ALWAYS_INLINE void run_blocks(const Plan<T>& p, int64_t blk0, int64_t blk1, P
         }
       }
       for (int64_t a = 0; a < rows; ++a) {
+        // Branch-free argmin: the smallest value by vector minima (padding is +inf), then the
+        // first index holding it by a min-reduction over indices (the first of ties, as a
+        // scalar scan with strict < would pick); no data-dependent branch to mispredict.
         const T* d = dist.data() + a * Kp;
-        int64_t best = 0;
-        T bd = d[0];
-        for (int64_t k = 1; k < K; ++k)
-          if (d[k] < bd) bd = d[k], best = k;
+        using V = vec_t<T>;
+        V mv = vload(d);
+        for (int64_t v = 1; v < nvec; ++v) {
+          const V dv = vload(d + v * W);
+          mv = dv < mv ? dv : mv;
+        }
+        T bd = mv[0];
+        for (int l = 1; l < W; ++l) bd = mv[l] < bd ? mv[l] : bd;
+        int32_t first = static_cast<int32_t>(Kp);
+#pragma omp simd reduction(min : first)
+        for (int32_t k = 0; k < static_cast<int32_t>(Kp); ++k) {
+          const int32_t cand = d[k] == bd ? k : static_cast<int32_t>(Kp);
+          first = cand < first ? cand : first;
+        }
+        const int64_t best = std::min<int64_t>(first, K - 1);  // K - 1 only if every distance overflowed
         const int64_t n = n0 + a0 + a;
         const T* xn = p.X + n * D;
-        const T* c = p.C + best * D;
         T s = 0;
+        if (p.exact) {  // the winner's distance recomputed directly (no cancellation)
+          const T* c = p.C + best * D;
 #pragma omp simd reduction(+ : s)
-        for (int64_t i = 0; i < D; ++i) s += (xn[i] - c[i]) * (xn[i] - c[i]);
+          for (int64_t i = 0; i < D; ++i) s += (xn[i] - c[i]) * (xn[i] - c[i]);
+        }
         p.labels[n] = best;
         if (p.min_dist) p.min_dist[n] = s;
         const double wn = static_cast<double>(p.w[n]);
-        part.inertia += wn * static_cast<double>(s);
+        if (p.exact) part.inertia += wn * static_cast<double>(s);
         if (p.stats) {
           double* sum = part.sums.data() + best * D;
 #pragma omp simd
@@ -141,6 +158,7 @@ double run(const View& X, const View& centers, const View& weight, const AssignO
   p.labels = out.labels.ptr<int64_t>();
   if (out.min_dist) p.min_dist = out.min_dist->ptr<T>();
   p.stats = out.sums.has_value();
+  p.exact = out.inertia || out.min_dist.has_value();
   std::vector<Partial> parts(static_cast<size_t>(std::max(1, omp_get_max_threads())));
   if (p.stats)
     for (Partial& part : parts) part.sums.assign(static_cast<size_t>(K * D), 0.0), part.counts.assign(K, 0.0);

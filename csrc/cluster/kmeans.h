@@ -12,6 +12,7 @@ struct AssignOutputs {
   View labels;                      // N int64
   std::optional<View> min_dist;     // N, X's dtype: squared distance to the nearest centre
   std::optional<View> sums, counts; // float64: K x D sum of w x per cluster, K sum of w
+  bool inertia = true;              // false: skip the inertia (returned as 0) unless min_dist is asked
 };
 
 // X: N x D, centers: K x D, sample_weight: N (all of X's dtype, contiguous, CPU).

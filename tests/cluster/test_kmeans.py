@@ -117,3 +117,25 @@ def test_torch_input_and_save_load(tmp_path):
     back = KMeans.load(tmp_path / "km.npz")
     np.testing.assert_array_equal(back.predict(X), ref.predict(X))
     assert back.inertia_ == ref.inertia_
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("K", [1, 7, 40])
+def test_assignment_is_the_first_nearest_centre(dtype, K):
+    # The kernel's branch-free argmin against a float64 brute force: K below, at and above one
+    # register tile of centres, and exact ties (a duplicated centre: the first copy must win,
+    # as in scikit-learn's strict-< scan).
+    from fastlearn.cluster._kmeans import _assign
+
+    rng = np.random.default_rng(K)
+    X = rng.integers(-4, 5, size=(1001, 6)).astype(dtype)  # small integers: exact distances
+    C = X[rng.choice(len(X), K, replace=False)].copy()
+    if K > 1:
+        C[K - 1] = C[0]  # a tie between centre 0 and centre K-1 for every point
+    out = _assign(X, C, np.ones(len(X), dtype), stats=True, min_dist=True)
+    d = ((X.astype(np.float64)[:, None, :] - C.astype(np.float64)[None]) ** 2).sum(-1)
+    np.testing.assert_array_equal(out["labels"], d.argmin(1))
+    np.testing.assert_array_equal(out["min_dist"], d.min(1))
+    assert out["inertia"] == pytest.approx(d.min(1).sum(), rel=1e-12)
+    np.testing.assert_array_equal(out["counts"], np.bincount(d.argmin(1), minlength=K))
+    assert _assign(X, C, np.ones(len(X), dtype), inertia=False)["inertia"] == 0.0

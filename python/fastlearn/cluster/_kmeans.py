@@ -24,8 +24,9 @@ from fastlearn.mixture._gpu import gpu_device
 __all__ = ["KMeans", "kmeans_plusplus"]
 
 
-def _assign(X, centers, sample_weight, *, stats=False, min_dist=False):
-    """One pass of the kernel: labels, inertia and optionally per-cluster sums / weights."""
+def _assign(X, centers, sample_weight, *, stats=False, min_dist=False, inertia=True):
+    """One pass of the kernel: labels, inertia (when asked) and optionally per-cluster sums /
+    weights and each point's squared distance to its centre."""
     N, D = X.shape
     K = centers.shape[0]
     labels = np.empty(N, dtype=np.int64)
@@ -38,7 +39,8 @@ def _assign(X, centers, sample_weight, *, stats=False, min_dist=False):
         out["counts"] = kw["counts"] = np.empty(K)
     views = {k: view(v, k) for k, v in kw.items()}
     out["inertia"] = _C.kmeans_assign(view(X, "X"), view(np.ascontiguousarray(centers, dtype=X.dtype), "centers"),
-                                      view(sample_weight, "sample_weight"), view(labels, "labels"), **views)
+                                      view(sample_weight, "sample_weight"), view(labels, "labels"), **views,
+                                      inertia=inertia)
     return out
 
 
@@ -150,13 +152,16 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
         labels_old = np.full(X.shape[0], -1, dtype=np.int64)
         i = 0
         for i in range(self.max_iter):
-            out = _assign(X, centers, sample_weight, stats=True, min_dist=True)
+            # The inertia (the winners' distances recomputed) only when it is printed.
+            out = _assign(X, centers, sample_weight, stats=True, inertia=bool(self.verbose))
             labels, sums, counts = out["labels"], out["sums"], out["counts"]
             empty = np.flatnonzero(counts == 0)
             if empty.size:
                 # Re-seed empty clusters at the samples farthest from their centres, taking
-                # them out of the clusters they were in.
-                far = np.argsort(-out["min_dist"], kind="stable")[: empty.size]
+                # them out of the clusters they were in (a second pass, same centres, same labels,
+                # for the distances; empty clusters are rare).
+                min_dist = _assign(X, centers, sample_weight, min_dist=True)["min_dist"]
+                far = np.argsort(-min_dist, kind="stable")[: empty.size]
                 for k, n in zip(empty, far):
                     old = labels[n]
                     wn = float(sample_weight[n])
