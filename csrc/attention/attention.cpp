@@ -355,6 +355,52 @@ FL_ALWAYS_INLINE T score_row(const Problem<T>& p, T* s, int64_t b, int64_t h, in
 
 // --- forward -----------------------------------------------------------------------------------
 
+// Lazy rescaling (as FlashAttention-4): a row's weights are 2^(s - m) against a reference max
+// m that is only raised when a tile's max exceeds it by more than kLazyMax (weights up to 256);
+// the result stays exact because the final normalisation and the log-sum-exp use the same m.
+constexpr float kLazyMax = 8.0f;
+
+// One full, unmasked float32 row of kFwdBlock scores (log2 units) in one pass: the row is
+// loaded into registers once, its max only checked against the reference (a rare rescale of
+// the accumulator row, its sums and m), then turned into weights in place. The sum goes into
+// a per-row vector (lv), reduced once at the end of the row's keys.
+FL_ALWAYS_INLINE void lazy_softmax_row(float* si, float* m, float* l, float* lv, float* acc, int64_t EvP) {
+  using V = Vec<float>::type;
+  constexpr int NV = static_cast<int>(kFwdBlock) / 8;
+  V x[NV];
+  for (int j = 0; j < NV; ++j) x[j] = load(si + 8 * j);
+  V mx0 = V{} - std::numeric_limits<float>::infinity(), mx1 = mx0;  // two chains; NaNs skipped, as row_max
+  for (int j = 0; j < NV; j += 2) {
+    mx0 = x[j] > mx0 ? x[j] : mx0;
+    mx1 = x[j + 1] > mx1 ? x[j + 1] : mx1;
+  }
+  const float tile_max = hmax(mx1 > mx0 ? mx1 : mx0);
+  if (__builtin_expect(!(tile_max <= *m + kLazyMax), 0)) {  // also taken while *m is -inf
+    const float m_new = std::max(*m, tile_max);
+    if (m_new == -std::numeric_limits<float>::infinity()) {  // nothing visible yet (all -inf or NaN)
+      std::fill(si, si + kFwdBlock, 0.0f);
+      return;
+    }
+    if (m_new != *m) {
+      const float alpha = exp_base(*m - m_new);
+      *l *= alpha;
+      for (int w = 0; w < 8; ++w) lv[w] *= alpha;
+#pragma omp simd
+      for (int64_t e = 0; e < EvP; ++e) acc[e] *= alpha;
+      *m = m_new;
+    }
+  }
+  const V mv = broadcast(*m);
+  V e[NV];
+  for (int j = 0; j < NV; ++j) {
+    e[j] = exp2_vec(x[j] - mv);
+    store(si + 8 * j, e[j]);
+  }
+  for (int w = NV / 2; w > 0; w /= 2)
+    for (int j = 0; j < w; ++j) e[j] += e[j + w];
+  store(lv, load(lv) + e[0]);
+}
+
 // One (batch, head, query block): the online-softmax loop over key blocks. Inside a key
 // block each micro-kernel row group (6 rows for float32) runs start to finish: its score
 // strip (6 x kFwdBlock) is computed, turned into weights and multiplied into its accumulator
@@ -373,6 +419,7 @@ FL_ALWAYS_INLINE void forward_block(const Problem<T>& p, int64_t item, T* out, T
   T* acc = s + GR * kFwdBlock;          // rows x EvP
   T* m = acc + kQueryBlock * p.EvP;     // rows
   T* l = m + kQueryBlock;               // rows
+  T* lv = l + kQueryBlock;              // rows x vector width: the lazy path's partial sums
   const T* q = p.q + (bh * p.L + q0) * p.E;  // scaled once here, so the scores need no multiply
   const T base = kBase2<T> ? T(kLog2e) : T(1);   // scores in log2 units for float32
   const T qscale = p.scale * base;
@@ -381,6 +428,7 @@ FL_ALWAYS_INLINE void forward_block(const Problem<T>& p, int64_t item, T* out, T
   std::fill(acc, acc + rows * p.EvP, T(0));
   std::fill(m, m + rows, kNegInf);
   std::fill(l, l + rows, T(0));
+  std::fill(lv, lv + rows * Vec<T>::kWidth, T(0));
   const T* kt = p.kt + unit * p.E * p.SP;
   const T* vp = v_rows(p, unit);
   int64_t k_end = p.S;
@@ -396,6 +444,12 @@ FL_ALWAYS_INLINE void forward_block(const Problem<T>& p, int64_t item, T* out, T
       for (int64_t i = 0; i < mr; ++i) {
         T* si = s + i * kFwdBlock;
         const int64_t r = g0 + i, row = q0 + r;
+        if constexpr (kBase2<T>) {
+          if (plain && !p.dropout && width == kFwdBlock) {
+            lazy_softmax_row(si, m + r, l + r, lv + r * Vec<T>::kWidth, acc + r * p.EvP, p.EvP);
+            continue;
+          }
+        }
         const T tile_max = plain ? row_max(si, width) : score_row(p, si, b, h, row, k0, width, T(1), base);
         const T m_new = std::max(m[r], tile_max);
         if (m_new == kNegInf) {  // nothing visible yet: the row's weights stay zero
@@ -410,6 +464,7 @@ FL_ALWAYS_INLINE void forward_block(const Problem<T>& p, int64_t item, T* out, T
           for (int64_t j = 0; j < width; ++j) si[j] = keep_element(key, k0 + j, p.threshold) ? si[j] * p.keep_scale : T(0);
         }
         if (alpha != T(1)) {
+          for (int w = 0; w < Vec<T>::kWidth; ++w) lv[r * Vec<T>::kWidth + w] *= alpha;
           T* ai = acc + r * p.EvP;
 #pragma omp simd
           for (int64_t e = 0; e < p.EvP; ++e) ai[e] *= alpha;
@@ -421,6 +476,7 @@ FL_ALWAYS_INLINE void forward_block(const Problem<T>& p, int64_t item, T* out, T
   for (int64_t i = 0; i < rows; ++i) {
     T* o = out + (bh * p.L + q0 + i) * p.Ev;
     const T* ai = acc + i * p.EvP;
+    for (int w = 0; w < Vec<T>::kWidth; ++w) l[i] += lv[i * Vec<T>::kWidth + w];
     if (l[i] > 0) {
       const T inv = T(1) / l[i];
 #pragma omp simd
@@ -533,7 +589,7 @@ FL_ALWAYS_INLINE void pack_range(const Problem<T>& p, int64_t u0, int64_t u1, bo
 }
 template <typename T>
 FL_ALWAYS_INLINE void forward_range(const Problem<T>& p, int64_t i0, int64_t i1, T* out, T* lse) {
-  std::vector<T> work(static_cast<size_t>(kQueryBlock * (p.E + p.EvP + 2) + Vec<T>::kRows * kFwdGroups * kFwdBlock));
+  std::vector<T> work(static_cast<size_t>(kQueryBlock * (p.E + p.EvP + 2 + Vec<T>::kWidth) + Vec<T>::kRows * kFwdGroups * kFwdBlock));
   for (int64_t i = i0; i < i1; ++i) forward_block(p, i, out, lse, work.data());
 }
 template <typename T>
