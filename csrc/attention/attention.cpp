@@ -178,6 +178,14 @@ FL_ALWAYS_INLINE float hsum(Vec<float>::type v) {
   return v[0];
 }
 
+// Whether s[0, n) holds a NaN (rare branches only: rows whose max is -inf).
+template <typename T>
+bool any_nan(const T* s, int64_t n) {
+  for (int64_t j = 0; j < n; ++j)
+    if (s[j] != s[j]) return true;
+  return false;
+}
+
 // Max of s[0, n), n a multiple of kNR; NaNs are skipped (as the scalar `a > m ? a : m`).
 template <typename T>
 FL_ALWAYS_INLINE T row_max(const T* s, int64_t n) {
@@ -378,6 +386,7 @@ FL_ALWAYS_INLINE void lazy_softmax_row(float* si, float* m, float* l, float* lv,
   if (__builtin_expect(!(tile_max <= *m + kLazyMax), 0)) {  // also taken while *m is -inf
     const float m_new = std::max(*m, tile_max);
     if (m_new == -std::numeric_limits<float>::infinity()) {  // nothing visible yet (all -inf or NaN)
+      if (any_nan(si, kFwdBlock)) *l = std::numeric_limits<float>::quiet_NaN();  // a NaN score: NaN row
       std::fill(si, si + kFwdBlock, 0.0f);
       return;
     }
@@ -453,6 +462,7 @@ FL_ALWAYS_INLINE void forward_block(const Problem<T>& p, int64_t item, T* out, T
         const T tile_max = plain ? row_max(si, width) : score_row(p, si, b, h, row, k0, width, T(1), base);
         const T m_new = std::max(m[r], tile_max);
         if (m_new == kNegInf) {  // nothing visible yet: the row's weights stay zero
+          if (any_nan(si, width)) l[r] = std::numeric_limits<T>::quiet_NaN();  // a NaN score: NaN row
           std::fill(si, si + width, T(0));
           continue;
         }
@@ -477,7 +487,7 @@ FL_ALWAYS_INLINE void forward_block(const Problem<T>& p, int64_t item, T* out, T
     T* o = out + (bh * p.L + q0 + i) * p.Ev;
     const T* ai = acc + i * p.EvP;
     for (int w = 0; w < Vec<T>::kWidth; ++w) l[i] += lv[i * Vec<T>::kWidth + w];
-    if (l[i] > 0) {
+    if (l[i] > 0 || l[i] != l[i]) {  // a NaN sum (a NaN score) gives a NaN row, as in PyTorch
       const T inv = T(1) / l[i];
 #pragma omp simd
       for (int64_t e = 0; e < p.Ev; ++e) o[e] = ai[e] * inv;

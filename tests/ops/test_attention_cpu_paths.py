@@ -110,3 +110,26 @@ def test_lazy_reference_max_on_full_tiles(jump):
     assert _rel(out, ref) < 2e-5, _rel(out, ref)
     assert _rel(dv, ref_dv) < 2e-5, _rel(dv, ref_dv)
 
+
+
+@pytest.mark.parametrize("S", [5, 64, 200])
+@pytest.mark.parametrize("causal", [False, True])
+def test_nan_in_query_or_key_gives_nan_rows(S, causal):
+    # A NaN score must not vanish: a row is NaN exactly when its query has a NaN or it sees a
+    # key with one (the kernel's max skips NaNs; the row's sum carries them); the other rows
+    # are exact. (PyTorch's CPU SDPA is not the judge here: it returns a finite row for a NaN
+    # query at S=5.)
+    L, nan_key = 70, S // 2
+    q, k, v = _randn(1, 2, L, 64, seed=17), _randn(1, 2, S, 64, seed=18), _randn(1, 2, S, 64, seed=19)
+    q[0, 0, 9, 5] = float("nan")          # one query row of head 0
+    k[0, 1, nan_key, 7] = float("nan")    # one key of head 1: every row that sees it
+    ours = sdpa(q.float(), k.float(), v.float(), is_causal=causal)
+    expect = torch.zeros(1, 2, L, dtype=torch.bool)
+    expect[0, 0, 9] = True
+    rows = torch.arange(L)
+    expect[0, 1] = rows >= nan_key if causal else True  # causal: row i sees keys j <= i
+    torch.testing.assert_close(ours.isnan().all(-1), expect)
+    torch.testing.assert_close(ours.isnan().any(-1), expect)
+    clean_q, clean_k = q.nan_to_num(0.0), k.nan_to_num(0.0)
+    ref = ref_attention(clean_q, clean_k, v, None, causal)
+    torch.testing.assert_close(ours[~expect].double(), ref[~expect], rtol=1e-4, atol=1e-5)
