@@ -1,4 +1,5 @@
-// exp for float64 and float32 inside `#pragma omp simd` loops (no libm call, so the loop vectorises).
+// exp for float64 inside `#pragma omp simd` loops (no libm call, so the loop vectorises);
+// float32 uses fl::exp_f32 (fastlearn/math.h).
 #pragma once
 
 #include <cstdint>
@@ -35,26 +36,6 @@ FL_ALWAYS_INLINE double exp_f64(double x) {
   p = p * r + 1.0;
   const int64_t biased = __builtin_bit_cast(int64_t, t) - __builtin_bit_cast(int64_t, 6755399441055744.0);
   return p * __builtin_bit_cast(double, biased << 52);
-}
-
-// fl::exp_f32 (fastlearn/math.h) with the same constants, forced inline so that the exp
-// loop of the E-step vectorises inside the target clones (the out-of-line call did not).
-FL_ALWAYS_INLINE float exp_f32_inline(float x) {
-  constexpr float kShift = 12582912.0f + 127.0f;
-  float xc = x < -88.0f ? -88.0f : x;
-  xc = xc > 88.37626266f ? 88.37626266f : xc;
-  const float t = xc * 1.44269504088896341f + kShift;
-  const float n = t - kShift;
-  float r = xc - n * 0.693145751953125f;
-  r = r - n * 1.428606765330187045e-06f;
-  float p = 8.2976203e-3f;
-  p = p * r + 4.1915379e-2f;
-  p = p * r + 1.6667575e-1f;
-  p = p * r + 4.9998894e-1f;
-  p = p * r + 9.9999970e-1f;
-  p = p * r + 1.0000001f;
-  const int32_t biased = __builtin_bit_cast(int32_t, t) - __builtin_bit_cast(int32_t, 12582912.0f);
-  return p * __builtin_bit_cast(float, biased << 23);
 }
 
 }  // namespace fl::mixture

@@ -72,7 +72,7 @@ struct Plan {
 
 // exp(-600) ~ 1e-261 (float64), exp(-70) ~ 4e-31 (float32): far above the subnormal range
 // even after a product with the data, far below anything a sum of ones can register.
-FL_ALWAYS_INLINE float exp_acc(float x) { return exp_f32_inline(x); }
+FL_ALWAYS_INLINE float exp_acc(float x) { return exp_f32(x); }
 FL_ALWAYS_INLINE double exp_acc(double x) { return exp_f64(x); }
 
 template <typename T>

@@ -60,46 +60,30 @@ FL_ALWAYS_INLINE acc_t<T> row_max(const T* x, int64_t n) {
   return m;
 }
 
-template <typename T>
-FL_ALWAYS_INLINE acc_t<T> row_sum_exp(const T* x, int64_t n, acc_t<T> m) {
+// sum of exp(x[i] - m) over [b, e), and y[i] = that exp when kStore (y may be null otherwise).
+template <bool kStore, typename T>
+FL_ALWAYS_INLINE acc_t<T> sum_exp_range(const T* x, T* y, int64_t b, int64_t e, acc_t<T> m) {
   using A = acc_t<T>;
   A s = 0;
-  int64_t b = 0;
-  for (; b + kBlock <= n; b += kBlock) {
-    prefetch_block_ahead(x + b);
-    A sb = 0;
-#pragma omp simd reduction(+ : sb)
-    for (int64_t i = b; i < b + kBlock; ++i) sb += exp_nonpos(static_cast<A>(to_float(x[i]) - m));
-    s += sb;
-  }
 #pragma omp simd reduction(+ : s)
-  for (int64_t i = b; i < n; ++i) s += exp_nonpos(static_cast<A>(to_float(x[i]) - m));
+  for (int64_t i = b; i < e; ++i) {
+    const A v = exp_nonpos(static_cast<A>(to_float(x[i]) - m));
+    if constexpr (kStore) y[i] = v;
+    s += v;
+  }
   return s;
 }
 
-// y[i] = exp(x[i] - m) for i in [0, n); returns their sum.
-template <typename T>
-FL_ALWAYS_INLINE T store_exp(const T* x, T* y, int64_t n, T m) {
-  T s = 0;
+// The same over [0, n) in blocks of kBlock, each prefetching the data kPrefetchBytes ahead.
+template <bool kStore, typename T>
+FL_ALWAYS_INLINE acc_t<T> sum_exp_prefetched(const T* x, T* y, int64_t n, acc_t<T> m) {
+  acc_t<T> s = 0;
   int64_t b = 0;
   for (; b + kBlock <= n; b += kBlock) {
     prefetch_block_ahead(x + b);
-    T sb = 0;
-#pragma omp simd reduction(+ : sb)
-    for (int64_t i = b; i < b + kBlock; ++i) {
-      const T e = exp_nonpos(static_cast<T>(x[i] - m));
-      y[i] = e;
-      sb += e;
-    }
-    s += sb;
+    s += sum_exp_range<kStore>(x, y, b, b + kBlock, m);
   }
-#pragma omp simd reduction(+ : s)
-  for (int64_t i = b; i < n; ++i) {
-    const T e = exp_nonpos(static_cast<T>(x[i] - m));
-    y[i] = e;
-    s += e;
-  }
-  return s;
+  return s + sum_exp_range<kStore>(x, y, b, n, m);
 }
 
 // Row forward, one pass over memory: each L1-sized chunk is read once from memory, its max
@@ -122,11 +106,7 @@ FL_ALWAYS_INLINE void softmax_row(const T* x, T* y, int64_t n, std::vector<acc_t
       if constexpr (kStoreExp) std::fill(y + b, y + b + len, T(0));
       continue;
     }
-    A cs;
-    if constexpr (kStoreExp)
-      cs = store_exp(x + b, y + b, len, cm);
-    else
-      cs = row_sum_exp(x + b, len, cm);
+    const A cs = sum_exp_prefetched<kStoreExp>(x + b, y + b, len, cm);
     if (cm > m) {
       s = s * exp_acc(static_cast<A>(m - cm)) + cs;
       m = cm;

@@ -7,10 +7,13 @@
 #include <stdexcept>
 #include <string>
 
+// Forced inline on both sides: on the CPU these small functions are called inside
+// `#pragma omp simd` loops of target-cloned drivers, and an out-of-line call there keeps the
+// loop scalar (GCC did not always inline exp_f32 on its own).
 #if defined(__CUDACC__)
 #define FL_HOST_DEVICE __host__ __device__ __forceinline__
 #else
-#define FL_HOST_DEVICE inline
+#define FL_HOST_DEVICE inline __attribute__((always_inline))
 #endif
 
 namespace fl {
