@@ -5,7 +5,7 @@ import pytest
 import torch
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="module")  # module scope: also covers module-scoped fixtures (trained models)
 def _one_thread():
     old = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -12,14 +12,6 @@ from fastlearn.nn import Autoencoder
 from fastlearn.nn.judge import default_judge, load_digit_images
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="module")
 def digits():
     return load_digit_images(0)   # X in [0, 1], (X_tr, X_te, y_tr, y_te)

@@ -21,15 +21,6 @@ from fastlearn.diffusion._vdm import ancestral_step, antithetic_times
 UNIFORM_BPD = math.log2(17)  # 4.087: every level equally likely
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # small tensors: intra-op threads only add synchronisation (many times more on a busy machine)
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def _perturbed_learned(seed=0, gamma_min=-10.0, gamma_max=6.0):
     """A learned schedule in float64 whose shape is far from linear (random raw weights)."""
     sched = LearnedLogSNR(gamma_min, gamma_max, hidden=32).double()

@@ -89,6 +89,7 @@ def kmeans_plusplus(X, n_clusters, *, sample_weight=None, random_state=None, n_l
 def _lloyd(est, X, sample_weight, centers, tol, bar):
     """Lloyd iterations from ``centers`` (as KMeans._lloyd); returns labels, inertia, centers,
     n_iter, interrupted."""
+    from fastlearn.cluster._kmeans import _lloyd_converged  # _kmeans imports this module
     labels_old = None
     done = 0  # finished Lloyd steps
     interrupted = False
@@ -116,15 +117,8 @@ def _lloyd(est, X, sample_weight, centers, tol, bar):
             done += 1
             if bar is not None:
                 bar.update(1)
-            if est.verbose:
-                print(f"Iteration {i}, inertia {float(out['inertia'])}.")
-            if labels_old is not None and torch.equal(labels, labels_old):
-                if est.verbose:
-                    print(f"Converged at iteration {i}: strict convergence.")
-                break
-            if shift <= tol:
-                if est.verbose:
-                    print(f"Converged at iteration {i}: center shift {shift} within tolerance {tol}.")
+            same = labels_old is not None and torch.equal(labels, labels_old)
+            if _lloyd_converged(est.verbose, i, out["inertia"], same, shift, tol):
                 break
             labels_old = labels
     except KeyboardInterrupt:  # the centres of the last finished step stay

@@ -44,6 +44,23 @@ def _assign(X, centers, sample_weight, *, stats=False, min_dist=False, inertia=T
     return out
 
 
+def _lloyd_converged(verbose, i, inertia, same_labels, shift, tol):
+    """Whether Lloyd stops after iteration ``i`` (labels unchanged, or the centres' squared
+    shift within ``tol``), printing the iteration as scikit-learn does when ``verbose``. Shared
+    by the CPU and GPU loops."""
+    if verbose:
+        print(f"Iteration {i}, inertia {float(inertia)}.")
+    if same_labels:
+        if verbose:
+            print(f"Converged at iteration {i}: strict convergence.")
+        return True
+    if shift <= tol:
+        if verbose:
+            print(f"Converged at iteration {i}: center shift {shift} within tolerance {tol}.")
+        return True
+    return False
+
+
 def _resolve_init(est, n_features, dtype, stacklevel):
     """(n_init, initial centres as an array or None) for ``est.init`` and ``est.n_init``, as
     scikit-learn resolves them: 'auto' is 1 for k-means++ and for given centres, else 10; given
@@ -174,15 +191,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
             new_centers[nonzero] = sums[nonzero] / counts[nonzero, None]
             shift = ((new_centers - centers) ** 2).sum()
             centers = new_centers.astype(X.dtype)
-            if self.verbose:
-                print(f"Iteration {i}, inertia {out['inertia']}.")
-            if np.array_equal(labels, labels_old):
-                if self.verbose:
-                    print(f"Converged at iteration {i}: strict convergence.")
-                break
-            if shift <= tol:
-                if self.verbose:
-                    print(f"Converged at iteration {i}: center shift {shift} within tolerance {tol}.")
+            if _lloyd_converged(self.verbose, i, out["inertia"], np.array_equal(labels, labels_old), shift, tol):
                 break
             labels_old = labels
         out = _assign(X, centers, sample_weight)  # labels and inertia of the final centres
