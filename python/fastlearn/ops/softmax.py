@@ -28,14 +28,20 @@ def _split3(shape, dim):
     return outer, length, inner
 
 
-def _triton_launch(kernel_name, tensors, dim, log):
+def _triton_launch(direction, tensors, dim, log):
+    """direction 'fwd' or 'bwd'; rows of the last dim (inner == 1) take the rows kernels."""
     from fastlearn.kernels.triton import softmax as tk
 
     ref = tensors[0]
     outer, length, inner = _split3(ref.shape, dim)
-    meta, grid = tk.launch_config(outer, length, inner)
     acc = _tl_acc(ref.dtype)
-    wrap_triton(getattr(tk, kernel_name))[grid](*tensors, length, inner, LOG=log, ACC=acc, **meta)
+    if inner == 1:
+        meta, grid = tk.rows_launch_config(outer, length, ref.element_size())
+        kernel, sizes = getattr(tk, f"_softmax_rows_{direction}_kernel"), (outer, length)
+    else:
+        meta, grid = tk.launch_config(outer, length, inner)
+        kernel, sizes = getattr(tk, f"_softmax_{direction}_kernel"), (length, inner)
+    wrap_triton(kernel)[grid](*tensors, *sizes, LOG=log, ACC=acc, **meta)
 
 
 def _tl_acc(dtype):
@@ -78,7 +84,7 @@ def _softmax(x: torch.Tensor, dim: int, log: bool) -> torch.Tensor:
     if x.numel() == 0:
         return y
     if gpu_backend("softmax") == "triton":
-        _triton_launch("_softmax_fwd_kernel", (x, y), dim % max(x.dim(), 1), log)
+        _triton_launch("fwd", (x, y), dim % max(x.dim(), 1), log)
     else:  # _C's CUDA kernel reduces over the last dim
         xl = x.movedim(dim, -1).contiguous()
         yl = torch.empty_like(xl)
@@ -114,7 +120,7 @@ def _softmax_backward(grad_y: torch.Tensor, y: torch.Tensor, dim: int, log: bool
     if y.numel() == 0:
         return gx
     if gpu_backend("softmax_backward") == "triton":
-        _triton_launch("_softmax_bwd_kernel", (grad_y, y, gx), dim % max(y.dim(), 1), log)
+        _triton_launch("bwd", (grad_y, y, gx), dim % max(y.dim(), 1), log)
     else:
         gl, yl = grad_y.movedim(dim, -1).contiguous(), y.movedim(dim, -1).contiguous()
         gxl = torch.empty_like(yl)
