@@ -24,6 +24,16 @@ def blobs(n=120, d=5, k=4, seed=0, dtype=np.float64):
     return X.astype(dtype)
 
 
+# Triton runs where the kernels can: on the GPU when there is one, else on CPU tensors under
+# the interpreter (conftest sets TRITON_INTERPRET=1 there).
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def T(a, **kw):
+    """A tensor on the device the Triton kernels run on."""
+    return torch.tensor(a, device=DEVICE, **kw)
+
+
 def on_triton(est):
     est._backend = "triton"
     return est
@@ -46,14 +56,14 @@ def test_assign_kernel_matches_float64_reference(N, D, K, programs):
     X = rng.normal(size=(N, D)) * 3
     C = rng.normal(size=(K, D)) * 3
     w = rng.uniform(0.5, 2.0, size=N)
-    out = _gpu.assign(torch.tensor(X), torch.tensor(C), torch.tensor(w), stats=True, min_dist=True,
+    out = _gpu.assign(T(X), T(C), T(w), stats=True, min_dist=True,
                       programs=programs)
     labels, md, inertia, sums, counts = reference_assign(X, C, w)
-    np.testing.assert_array_equal(out["labels"].numpy(), labels)
-    np.testing.assert_allclose(out["min_dist"].numpy(), md, rtol=1e-12)
+    np.testing.assert_array_equal(out["labels"].cpu().numpy(), labels)
+    np.testing.assert_allclose(out["min_dist"].cpu().numpy(), md, rtol=1e-12)
     assert float(out["inertia"]) == pytest.approx(inertia, rel=1e-12)
-    np.testing.assert_allclose(out["sums"].numpy(), sums, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(out["counts"].numpy(), counts, rtol=1e-12)
+    np.testing.assert_allclose(out["sums"].cpu().numpy(), sums, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(out["counts"].cpu().numpy(), counts, rtol=1e-12)
 
 
 def test_assign_kernel_float32():
@@ -61,12 +71,12 @@ def test_assign_kernel_float32():
     X = (rng.normal(size=(100, 9)) * 3).astype(np.float32)
     C = X[::10].copy()
     w = np.ones(100, dtype=np.float32)
-    out = _gpu.assign(torch.tensor(X), torch.tensor(C), torch.tensor(w), stats=True)
+    out = _gpu.assign(T(X), T(C), T(w), stats=True)
     labels, _, inertia, sums, counts = reference_assign(X.astype(np.float64), C.astype(np.float64), w.astype(np.float64))
-    np.testing.assert_array_equal(out["labels"].numpy(), labels)
+    np.testing.assert_array_equal(out["labels"].cpu().numpy(), labels)
     assert float(out["inertia"]) == pytest.approx(inertia, rel=1e-5)
-    np.testing.assert_allclose(out["sums"].numpy(), sums, rtol=1e-5, atol=1e-4)
-    np.testing.assert_allclose(out["counts"].numpy(), counts)
+    np.testing.assert_allclose(out["sums"].cpu().numpy(), sums, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(out["counts"].cpu().numpy(), counts)
 
 
 @pytest.mark.parametrize("dtype,rtol", [(np.float64, 1e-10), (np.float32, 1e-5)])
@@ -76,7 +86,7 @@ def test_same_initial_centres_as_cpu_path_and_sklearn(dtype, rtol):
     w = np.random.default_rng(0).uniform(0.5, 2.0, size=X.shape[0]).astype(dtype)
     sk = SkKMeans(4, init=init, n_init=1).fit(X, sample_weight=w)
     cpu = KMeans(4, init=init, n_init=1).fit(X, sample_weight=w)
-    gpu = on_triton(KMeans(4, init=init, n_init=1)).fit(torch.tensor(X), sample_weight=torch.tensor(w))
+    gpu = on_triton(KMeans(4, init=init, n_init=1)).fit(T(X), sample_weight=T(w))
     assert gpu.inertia_ == pytest.approx(cpu.inertia_, rel=rtol)
     assert gpu.inertia_ == pytest.approx(sk.inertia_, rel=rtol)
     np.testing.assert_array_equal(gpu.labels_, sk.labels_)
@@ -88,16 +98,16 @@ def test_same_initial_centres_as_cpu_path_and_sklearn(dtype, rtol):
 def test_kmeans_plusplus_same_draws_as_cpu():
     X = blobs(100, d=3, k=5, seed=4)
     c_cpu, i_cpu = kmeans_plusplus(X, 5, random_state=7)
-    c_gpu, i_gpu = _gpu.kmeans_plusplus(torch.tensor(X), 5, random_state=7)
+    c_gpu, i_gpu = _gpu.kmeans_plusplus(T(X), 5, random_state=7)
     np.testing.assert_array_equal(i_gpu, i_cpu)
-    np.testing.assert_allclose(c_gpu.numpy(), c_cpu)
+    np.testing.assert_allclose(c_gpu.cpu().numpy(), c_cpu)
 
 
 @pytest.mark.parametrize("init,n_init", [("k-means++", "auto"), ("random", 2)])
 def test_fit_from_random_state_matches_cpu_path(init, n_init):
     X = blobs(100, seed=2)
     cpu = KMeans(4, init=init, n_init=n_init, random_state=3).fit(X)
-    gpu = on_triton(KMeans(4, init=init, n_init=n_init, random_state=3)).fit(torch.tensor(X))
+    gpu = on_triton(KMeans(4, init=init, n_init=n_init, random_state=3)).fit(T(X))
     assert gpu.inertia_ == pytest.approx(cpu.inertia_, rel=1e-10)
     np.testing.assert_array_equal(gpu.labels_, cpu.labels_)
     assert gpu.n_iter_ == cpu.n_iter_
@@ -107,7 +117,7 @@ def test_empty_cluster_relocated_as_cpu_path():
     X = blobs(90, d=2, k=3, seed=5)
     init = np.vstack([X[:2], [[1e3, 1e3]]])  # the far centre owns no point at the first step
     cpu = KMeans(3, init=init, n_init=1, max_iter=5).fit(X)
-    gpu = on_triton(KMeans(3, init=init, n_init=1, max_iter=5)).fit(torch.tensor(X))
+    gpu = on_triton(KMeans(3, init=init, n_init=1, max_iter=5)).fit(T(X))
     np.testing.assert_allclose(gpu.cluster_centers_, cpu.cluster_centers_, rtol=1e-10)
     assert gpu.inertia_ == pytest.approx(cpu.inertia_, rel=1e-10)
     assert len(np.unique(gpu.labels_)) == 3
@@ -117,19 +127,19 @@ def test_inference_follows_input_type():
     X = blobs()
     init = X[:4].copy()
     cpu = KMeans(4, init=init, n_init=1).fit(X)
-    gpu = on_triton(KMeans(4, init=init, n_init=1)).fit(torch.tensor(X))
-    Xt = torch.tensor(X)
+    gpu = on_triton(KMeans(4, init=init, n_init=1)).fit(T(X))
+    Xt = T(X)
     labels = gpu.predict(Xt)
     assert isinstance(labels, torch.Tensor)
-    np.testing.assert_array_equal(labels.numpy(), cpu.predict(X))
-    np.testing.assert_allclose(gpu.transform(Xt).numpy(), cpu.transform(X), rtol=1e-9, atol=1e-9)
+    np.testing.assert_array_equal(labels.cpu().numpy(), cpu.predict(X))
+    np.testing.assert_allclose(gpu.transform(Xt).cpu().numpy(), cpu.transform(X), rtol=1e-9, atol=1e-9)
     assert gpu.score(Xt) == pytest.approx(cpu.score(X), rel=1e-10)
     assert isinstance(gpu.predict(X), np.ndarray)  # NumPy in (forced GPU path): NumPy out
-    np.testing.assert_allclose(gpu.fit_transform(Xt).numpy(), cpu.transform(X), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(gpu.fit_transform(Xt).cpu().numpy(), cpu.transform(X), rtol=1e-9, atol=1e-9)
 
 
 def test_bad_input():
-    X = torch.tensor(blobs(40))
+    X = T(blobs(40))
     km = on_triton(KMeans(3, n_init=1, random_state=0))
     bad = X.clone()
     bad[0, 0] = float("inf")
@@ -166,7 +176,7 @@ def test_interrupt_keeps_last_centres(monkeypatch):
 
     monkeypatch.setattr(_gpu, "assign", flaky)
     with pytest.warns(RuntimeWarning, match="interrupted"):
-        gpu = on_triton(KMeans(4, init=init, n_init=1, tol=0.0)).fit(torch.tensor(X))
+        gpu = on_triton(KMeans(4, init=init, n_init=1, tol=0.0)).fit(T(X))
     monkeypatch.setattr(_gpu, "assign", real)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)

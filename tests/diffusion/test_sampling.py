@@ -287,7 +287,11 @@ def test_bad_inputs():
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("kind,w", [("ddim", 3.0), ("ddpm", 2.0)])
-def test_cuda_graph_equals_eager(kind, w):
+def test_cuda_graph_equals_eager(kind, w, monkeypatch):
+    # Full float32 convolutions on the GPU: with cuDNN's default TF32 the CPU comparison below
+    # fails for DDIM at w=3 (its first step divides the model's error by sqrt(alpha_bar) ~ 0.006)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     model = _unet().cuda()
     make = (lambda: DDIMScheduler(timestep_spacing="trailing")) if kind == "ddim" else DDPMScheduler
     labels = torch.tensor([0, 1, 2, 0], device="cuda")

@@ -26,10 +26,11 @@ def gpu_device(est, X):
 
     device='cuda' always takes it (NumPy input is copied to the GPU); 'auto' takes it for
     CUDA tensors when Triton is there; 'cpu' never. The private ``est._backend = 'triton'``
-    forces it on the input tensor's own device (tests: CPU tensors, Triton's interpreter)."""
+    forces it on the input tensor's own device, NumPy input going to the GPU when there is one
+    (tests: CPU tensors under Triton's interpreter on a machine without a GPU)."""
     is_tensor = isinstance(X, torch.Tensor)
     if getattr(est, "_backend", None) == "triton":
-        return X.device if is_tensor else torch.device("cpu")
+        return X.device if is_tensor else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if est.device == "cuda":
         if not torch.cuda.is_available():
             raise RuntimeError(f"{type(est).__name__}(device='cuda'): no CUDA GPU is visible to torch "
