@@ -66,6 +66,22 @@ def tl_f32():
     return tl.float32
 
 
+def _estep_problem(cov, N, D, K, seed=0):
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    centers = torch.randn(K, D, generator=g, device="cuda") * 4.0
+    X = centers[torch.randint(0, K, (N,), generator=g, device="cuda")] + torch.randn(N, D, generator=g, device="cuda")
+    means = centers + 0.5
+    if cov == "full":
+        A = torch.randn(K, D, D, generator=g, device="cuda", dtype=torch.float64) * 0.1
+        cov_m = torch.eye(D, device="cuda", dtype=torch.float64) + A @ A.transpose(1, 2)
+        P = torch.linalg.cholesky(torch.linalg.inv(cov_m)).transpose(1, 2).contiguous()  # upper, as sklearn's
+        P = P.float()
+    else:
+        P = torch.ones(K, D, device="cuda")
+    log_w = torch.full((K,), -float(torch.log(torch.tensor(float(K)))), device="cuda")
+    return X, means, P, log_w
+
+
 def sweep_estep():
     from fastlearn.kernels.triton import gaussian_estep as tk
     from fastlearn.mixture import _gpu
@@ -74,48 +90,62 @@ def sweep_estep():
     peak = 2 * 8192 ** 3 / (_ms(lambda: a @ a) * 1e-3)
     print(f"fp32 matmul peak: {peak / 1e12:.1f} TFLOP/s")
     real_config = tk.launch_config
-    for cov, D, K in (("full", 32, 16), ("full", 64, 16), ("diag", 32, 16)):
+    default_options = dict(_gpu.ESTEP_FULL_OPTIONS)
+    variants = [dict(S1_DOT=False, XT_LOAD=False, PRECISION_S="tf32x3"),
+                dict(S1_DOT=True, XT_LOAD=False, PRECISION_S="tf32x3"),
+                dict(S1_DOT=True, XT_LOAD=True, PRECISION_S="tf32x3"),
+                dict(S1_DOT=False, XT_LOAD=True, PRECISION_S="tf32x3"),
+                dict(S1_DOT=True, XT_LOAD=True, PRECISION_S="tf32"),
+                dict(S1_DOT=True, XT_LOAD=True, PRECISION_S="ieee")]
+    configs = [(None, None, None), (128, 4, 2), (128, 4, 4), (64, 4, 4), (128, 8, 2), (64, 2, 8)]
+
+    def with_config(bn, warps, mult):
+        def cfg(n, d, k, f64, n_sm=None, slot_budget_bytes=256 << 20, cov=0):
+            meta, progs = real_config(n, d, k, f64, n_sm=n_sm, slot_budget_bytes=slot_budget_bytes, cov=cov)
+            if bn is None:
+                return meta, progs
+            return dict(meta, BLOCK_N=bn, num_warps=warps), max(1, min(mult * (n_sm or 1), triton_cdiv(n, bn)))
+        return cfg
+
+    # accuracy of each variant against float64 (N=200k): log-likelihood and scatter
+    X, means, P, log_w = _estep_problem("full", 200_000, 32, 16, seed=1)
+    ref = _gpu.estep(X.double(), means.double(), P.double(), log_w.double(), "full", stats=True)
+    for opt in variants:
+        _gpu.ESTEP_FULL_OPTIONS = opt
+        out = _gpu.estep(X, means, P, log_w, "full", stats=True)
+        e_ll = abs(float(out["loglik"] - ref["loglik"]) / float(ref["loglik"]))
+        e_s1 = float((out["s1"] - ref["s1"]).abs().max() / ref["s2"].diagonal(dim1=1, dim2=2).sqrt().max())
+        e_s2 = float(((out["s2"] - ref["s2"]).abs().amax((1, 2)) / ref["s2"].diagonal(dim1=1, dim2=2).amax(1)).max())
+        print(f"accuracy {opt}: loglik rel {e_ll:.1e}, s1 {e_s1:.1e}, s2 rel {e_s2:.1e}")
+
+    for cov, D, K in (("full", 32, 16), ("full", 64, 16), ("full", 128, 8), ("diag", 32, 16)):
         N = 1_000_000
-        g = torch.Generator(device="cuda").manual_seed(0)
-        centers = torch.randn(K, D, generator=g, device="cuda") * 4.0
-        X = centers[torch.randint(0, K, (N,), generator=g, device="cuda")] + torch.randn(N, D, generator=g,
-                                                                                         device="cuda")
-        means = centers + 0.5
-        P = torch.eye(D, device="cuda").expand(K, D, D).contiguous() if cov == "full" else torch.ones(K, D,
-                                                                                                     device="cuda")
-        log_w = torch.full((K,), -float(torch.log(torch.tensor(float(K)))), device="cuda")
+        X, means, P, log_w = _estep_problem(cov, N, D, K)
         flops = 2.0 * N * K * D * (D + 1) if cov == "full" else 6.0 * N * K * D
 
-        def run(stats=True, programs=None):
-            return _gpu.estep(X, means, P, log_w, cov, stats=stats, programs=programs)
+        def run(stats=True):
+            return _gpu.estep(X, means, P, log_w, cov, stats=stats)
 
+        _gpu.ESTEP_FULL_OPTIONS = default_options
         t = _ms(run)
         print(f"estep {cov} N={N} D={D} K={K}: {t * 1e3:.0f} us = {flops / t / 1e9:.1f} TFLOP/s "
               f"({flops / t / 1e9 / (peak / 1e12):.0%} of fp32 peak); default {real_config(N, D, K, False, 132)}")
         print(f"  no stats: {_ms(lambda: run(stats=False)) * 1e3:.0f} us")
-        if (cov, D) != ("full", 32):
+        if cov != "full":
             continue
-        for prec in ("tf32", "ieee"):
-            _gpu.precision_for_kernel = lambda p=prec: p
-            print(f"  precision {prec}: {_ms(run) * 1e3:.0f} us")
-        _gpu.precision_for_kernel = lambda: "tf32x3"
-        for block_n in (128, 256, 512):
-            for warps in (4, 8):
-                for mult in (1, 2, 4):
-                    def cfg(n, d, k, f64, n_sm=None, slot_budget_bytes=256 << 20, cov=0, bn=block_n, w=warps,
-                            m=mult):
-                        meta, progs = real_config(n, d, k, f64, n_sm=n_sm, cov=cov)
-                        meta = dict(meta, BLOCK_N=bn, num_warps=w)
-                        return meta, max(1, min(m * (n_sm or 1), triton_cdiv(n, bn)))
-                    tk.launch_config = cfg
-                    try:
-                        t2 = _ms(run)
-                        print(f"  BLOCK_N {block_n:3d} warps {warps} programs {mult}x SMs: {t2 * 1e3:.0f} us")
-                    except Exception as e:  # noqa: BLE001
-                        print(f"  BLOCK_N {block_n:3d} warps {warps} programs {mult}x SMs: {type(e).__name__}")
-                    finally:
-                        tk.launch_config = real_config
-        torch.cuda.empty_cache()
+        for opt in variants:
+            _gpu.ESTEP_FULL_OPTIONS = opt
+            for bn, warps, mult in configs if D == 32 else configs[:2]:
+                tk.launch_config = with_config(bn, warps, mult)
+                try:
+                    t2 = _ms(run)
+                    print(f"  {opt} BLOCK_N {bn} warps {warps} programs {mult}x: {t2 * 1e3:.0f} us = "
+                          f"{flops / t2 / 1e9 / (peak / 1e12):.0%} of peak")
+                except Exception as e:  # noqa: BLE001  (a configuration that does not fit)
+                    print(f"  {opt} BLOCK_N {bn} warps {warps} programs {mult}x: {type(e).__name__}")
+                finally:
+                    tk.launch_config = real_config
+        _gpu.ESTEP_FULL_OPTIONS = default_options
 
 
 def triton_cdiv(a, b):

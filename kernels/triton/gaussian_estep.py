@@ -30,7 +30,8 @@ def _gaussian_estep_kernel(X, MU, P, B, CENTER, OFFSET,        # N x D, K x D, P
                            COV: tl.constexpr, WRITE_LOG_NORM: tl.constexpr, WRITE_LABELS: tl.constexpr,
                            WRITE_RESP: tl.constexpr, STATS: tl.constexpr, BLOCK_N: tl.constexpr,
                            BLOCK_D: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_J: tl.constexpr,
-                           PRECISION: tl.constexpr):
+                           PRECISION: tl.constexpr, PRECISION_S: tl.constexpr = "tf32x3",
+                           S1_DOT: tl.constexpr = False, XT_LOAD: tl.constexpr = False):
     pid = tl.program_id(0)
     n_progs = tl.num_programs(0)
     n_blocks = tl.cdiv(N, BLOCK_N)
@@ -98,15 +99,26 @@ def _gaussian_estep_kernel(X, MU, P, B, CENTER, OFFSET,        # N x D, K x D, P
             nk_ptr = PART_NK + pid * K + offs_k
             tl.store(nk_ptr, tl.load(nk_ptr, mask=mask_k, other=0.0) + tl.sum(r.to(tl.float64), axis=0),
                      mask=mask_k)
+            if S1_DOT:  # first moments of all components in one product, about CENTER: r^T (x - c)
+                c1 = tl.load(CENTER + offs_d, mask=mask_d, other=0.0)
+                s1_all = tl.dot(tl.trans(r), tl.where(mask_d[None, :], x - c1[None, :], 0.0),
+                                input_precision=PRECISION)                  # BLOCK_K x BLOCK_D
+                s1_ptrs = PART_S1 + (pid * K + offs_k[:, None]).to(tl.int64) * D + offs_d[None, :]
+                mask_kd = mask_k[:, None] & mask_d[None, :]
+                tl.store(s1_ptrs, tl.load(s1_ptrs, mask=mask_kd, other=0.0) + s1_all.to(tl.float64), mask=mask_kd)
+            if XT_LOAD:  # the block again, transposed (BLOCK_D x BLOCK_N), from L1: the scatter's left side
+                xt = tl.load(X + offs_n[None, :].to(tl.int64) * stride_x_n + offs_d[:, None],
+                             mask=mask_d[:, None] & mask_n[None, :], other=0.0)
             for k in range(K):
                 r_k = tl.sum(tl.where(offs_k[None, :] == k, r, 0.0), axis=1)  # BLOCK_N
                 mu = tl.load(MU + k * D + offs_d, mask=mask_d, other=0.0)
                 xc = tl.where(mask_d[None, :], x - mu[None, :], 0.0)
                 rx = r_k[:, None] * xc                                       # BLOCK_N x BLOCK_D
                 slot = pid * K + k
-                s1_ptr = PART_S1 + slot.to(tl.int64) * D + offs_d
-                tl.store(s1_ptr, tl.load(s1_ptr, mask=mask_d, other=0.0) + tl.sum(rx, axis=0).to(tl.float64),
-                         mask=mask_d)
+                if not S1_DOT:
+                    s1_ptr = PART_S1 + slot.to(tl.int64) * D + offs_d
+                    tl.store(s1_ptr, tl.load(s1_ptr, mask=mask_d, other=0.0) + tl.sum(rx, axis=0).to(tl.float64),
+                             mask=mask_d)
                 if COV == 0:
                     for j0 in range(0, BLOCK_D, BLOCK_J):
                         offs_j = j0 + tl.arange(0, BLOCK_J)
@@ -118,7 +130,11 @@ def _gaussian_estep_kernel(X, MU, P, B, CENTER, OFFSET,        # N x D, K x D, P
                                          mask=mask_n[:, None] & mask_j[None, :], other=0.0)
                             mu_j = tl.load(MU + k * D + offs_j, mask=mask_j, other=0.0)
                             xj = tl.where(mask_j[None, :], xj - mu_j[None, :], 0.0)
-                        acc = tl.dot(tl.trans(rx), xj, input_precision=PRECISION)  # BLOCK_D x BLOCK_J
+                        if XT_LOAD:
+                            rxt = tl.where(mask_d[:, None], (xt - mu[:, None]) * r_k[None, :], 0.0)
+                            acc = tl.dot(rxt, xj, input_precision=PRECISION_S)       # BLOCK_D x BLOCK_J
+                        else:
+                            acc = tl.dot(tl.trans(rx), xj, input_precision=PRECISION_S)
                         s2_ptr = PART_S2 + slot.to(tl.int64) * D * D + offs_d[:, None] * D + offs_j[None, :]
                         mask_2 = mask_d[:, None] & mask_j[None, :]
                         tl.store(s2_ptr, tl.load(s2_ptr, mask=mask_2, other=0.0) + acc.to(tl.float64), mask=mask_2)

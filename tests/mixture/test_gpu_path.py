@@ -117,6 +117,16 @@ def test_fused_estep_float32_with_offset_data(cov_type):
                                    err_msg=name)
 
 
+@pytest.mark.parametrize("s1_dot,xt_load", [(True, False), (False, True), (True, True)])
+def test_full_statistics_variants(monkeypatch, s1_dot, xt_load):
+    # The kernel's other ways to the full-covariance statistics (first moments in one product
+    # about the centre; the scatter's left side loaded transposed) give the same numbers.
+    monkeypatch.setattr(_gpu, "ESTEP_FULL_OPTIONS", dict(S1_DOT=s1_dot, XT_LOAD=xt_load, PRECISION_S="tf32x3"))
+    test_fused_estep_matches_float64_reference("full", 97, 5, 3, None)
+    test_fused_estep_matches_float64_reference("full", 40, 70, 2, 1)
+    test_fused_estep_float32_with_offset_data("full")
+
+
 def _tf32(a):
     """Round float32 to TF32 (10 explicit mantissa bits, round to nearest) as the tensor cores."""
     b = np.ascontiguousarray(a, dtype=np.float32).view(np.uint32)

@@ -103,6 +103,13 @@ def precision_for_kernel():
     return "tf32x3"
 
 
+# Variants of the full-covariance statistics (kernels/triton/gaussian_estep.py), chosen by
+# bench/gpu/sweep.py: S1_DOT (first moments of all components in one product about the
+# centre), XT_LOAD (the scatter's left operand loaded transposed), PRECISION_S (the scatter's
+# tl.dot precision in float32).
+ESTEP_FULL_OPTIONS = dict(S1_DOT=False, XT_LOAD=False, PRECISION_S="tf32x3")
+
+
 def estep(X, means, prec_chol, log_weights, covariance_type, *, stats=False, log_norm=False, labels=False,
           resp=False, programs=None):
     """One launch of the fused kernel over X (N x D, float32/float64, contiguous).
@@ -146,13 +153,19 @@ def estep(X, means, prec_chol, log_weights, covariance_type, *, stats=False, log
     ln = torch.empty(N, dtype=dtype, device=dev) if log_norm else dummy
     lab = torch.empty(N, dtype=torch.int64, device=dev) if labels else torch.empty(1, dtype=torch.int64, device=dev)
     rs = torch.empty(N, K, dtype=dtype, device=dev) if resp else dummy
+    options = dict(ESTEP_FULL_OPTIONS) if cov == 0 else {}
+    s1_about_center = bool(stats and options.get("S1_DOT"))
+    if s1_about_center and meta["BLOCK_K"] < 16:
+        meta["BLOCK_K"] = 16  # tl.dot's smallest side
     if N > 0:
         precision = "ieee" if dtype == torch.float64 else precision_for_kernel()
+        if dtype == torch.float64:
+            options["PRECISION_S"] = "ieee"
         stride_p_k = D * D if cov == 0 else D
         tk._gaussian_estep_kernel[(G_,)](X, means, P, B, center, offset, ln, lab, rs, part_ll, part_nk, part_s1, part_s2,
                                          N, D, K, X.stride(0), stride_p_k, COV=cov, WRITE_LOG_NORM=log_norm,
                                          WRITE_LABELS=labels, WRITE_RESP=resp, STATS=stats, PRECISION=precision,
-                                         **meta)
+                                         **options, **meta)
     out["loglik"] = part_ll.sum()
     if log_norm:
         out["log_norm"] = ln
@@ -163,6 +176,8 @@ def estep(X, means, prec_chol, log_weights, covariance_type, *, stats=False, log
     if stats:  # the second stage of the reduction: the programs' float64 slots, summed in order
         out["nk"] = part_nk.sum(0)
         out["s1"] = part_s1.sum(0)
+        if s1_about_center:  # about the centre c: sum r (x - mu) = sum r (x - c) - N_k (mu - c)
+            out["s1"] -= out["nk"][:, None] * (means.to(torch.float64) - center.to(torch.float64))
         out["s2"] = part_s2.sum(0) if cov in (0, 2) else None
     return out
 
