@@ -199,3 +199,6 @@ def test_cuda_fit_matches_cpu_path(dtype, rtol):
         km = KMeans(16, random_state=0).fit(Xc)  # device='auto' + CUDA tensor: the GPU path
         assert km.predict(Xc).device.type == "cuda" and km.transform(Xc).shape == (50000, 16)
         assert km.inertia_ == pytest.approx(KMeans(16, random_state=0).fit(X).inertia_, rel=1e-9)
+        # initial centres given as a CUDA tensor (np.asarray alone cannot read one)
+        on_gpu = KMeans(16, init=torch.tensor(init, device="cuda"), n_init=1, max_iter=20, tol=0.0).fit(Xc)
+        assert on_gpu.inertia_ == pytest.approx(cpu.inertia_, rel=rtol)

@@ -19,7 +19,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 from fastlearn import _C
 from fastlearn._buffer import view
 from fastlearn.cluster import _gpu
-from fastlearn.mixture._gpu import gpu_device
+from fastlearn.mixture._gpu import gpu_device, host_array
 
 __all__ = ["KMeans", "kmeans_plusplus"]
 
@@ -70,7 +70,7 @@ def _resolve_init(est, n_features, dtype, stacklevel):
     n_init = 1 if est.n_init == "auto" else est.n_init
     if callable(est.init):
         return n_init, None
-    init = np.asarray(est.init, dtype=dtype)
+    init = host_array(est.init, dtype)
     K = est.n_clusters
     if init.shape != (K, n_features):
         raise ValueError(f"The shape of the initial centers {init.shape} does not match the number of clusters {K} "

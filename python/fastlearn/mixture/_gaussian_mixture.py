@@ -195,7 +195,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         K, ct = self.n_components, self.covariance_type
         weights = means = precisions = None
         if self.weights_init is not None:
-            weights = np.asarray(self.weights_init, dtype=dtype)
+            weights = _gpu.host_array(self.weights_init, dtype)
             if weights.shape != (K,):
                 raise ValueError(f"weights_init must have shape ({K},), got {weights.shape}.")
             if not np.all(np.isfinite(weights)) or weights.min() < 0 or weights.max() > 1:
@@ -206,13 +206,13 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 raise ValueError(f"weights_init should be normalized, but got sum(weights) = {weights.sum():.5f}; "
                                  "divide it by its sum.")
         if self.means_init is not None:
-            means = np.asarray(self.means_init, dtype=dtype)
+            means = _gpu.host_array(self.means_init, dtype)
             if means.shape != (K, n_features):
                 raise ValueError(f"means_init must have shape ({K}, {n_features}), got {means.shape}.")
             if not np.all(np.isfinite(means)):
                 raise ValueError("means_init contains NaN or infinity.")
         if self.precisions_init is not None:
-            precisions = np.asarray(self.precisions_init, dtype=dtype)
+            precisions = _gpu.host_array(self.precisions_init, dtype)
             shape = {"full": (K, n_features, n_features), "tied": (n_features, n_features),
                      "diag": (K, n_features), "spherical": (K,)}[ct]
             if precisions.shape != shape:

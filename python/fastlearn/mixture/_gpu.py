@@ -44,6 +44,14 @@ def gpu_device(est, X):
     return None
 
 
+def host_array(a, dtype):
+    """An initial value given as an array-like or a torch tensor on any device, as a NumPy
+    array of ``dtype`` (np.asarray alone fails on a CUDA tensor)."""
+    if isinstance(a, torch.Tensor):
+        a = a.detach().cpu().numpy()
+    return np.asarray(a, dtype=dtype)
+
+
 def checked_tensor(est, X, device, *, reset, min_samples=1, dtype=None):
     """X as a C-contiguous float32/float64 tensor on ``device``, with scikit-learn's checks
     (2-D, enough samples, finite, n_features_in_). NumPy-like input goes through
