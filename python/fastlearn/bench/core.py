@@ -44,8 +44,13 @@ def _sync(device: str) -> None:
 
 def measure(fn: Callable[[Any], Any], inputs: Any, device: str = "cpu", min_time: float = 0.15,
             repeats: int = 5, max_time: float = 20.0) -> float:
-    """Median seconds per call: warm up once, then ``repeats`` timed batches of enough calls to
-    last ``min_time`` each (one call per batch when a call is slower than that)."""
+    """Median seconds per call: warm up once, time one call, then ``repeats`` timed batches of
+    enough calls to last ``min_time`` each (one call per batch when a call is slower than
+    that). The batch size comes from the second call: the first one may compile (Triton,
+    torch.compile), and sized from it the batches would be single calls, each paying the
+    launch and the synchronisation that back-to-back calls overlap with the GPU's work."""
+    fn(inputs)
+    _sync(device)
     t0 = time.perf_counter()
     fn(inputs)
     _sync(device)
