@@ -141,14 +141,20 @@ MAX_ROW_TILE = 16384
 
 
 @triton.jit
+def _row_tile(pid, N_ROWS, LENGTH, BLOCK: tl.constexpr, ROWS: tl.constexpr):
+    """Offsets and mask of the ROWS x BLOCK tile of program ``pid`` (rows pid * ROWS on)."""
+    rows = pid * ROWS + tl.arange(0, ROWS)
+    cols = tl.arange(0, BLOCK)
+    return rows[:, None].to(tl.int64) * LENGTH + cols[None, :], (rows[:, None] < N_ROWS) & (cols[None, :] < LENGTH)
+
+
+@triton.jit
 def _softmax_rows_fwd_kernel(X, Y, N_ROWS, LENGTH, LOG: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr,
                              ROWS: tl.constexpr, SINGLE_TILE: tl.constexpr):
     pid = tl.program_id(0)
     cols = tl.arange(0, BLOCK)
     if SINGLE_TILE:
-        rows = pid * ROWS + tl.arange(0, ROWS)
-        offs = rows[:, None].to(tl.int64) * LENGTH + cols[None, :]
-        mask = (rows[:, None] < N_ROWS) & (cols[None, :] < LENGTH)
+        offs, mask = _row_tile(pid, N_ROWS, LENGTH, BLOCK, ROWS)
         x = tl.load(X + offs, mask=mask, other=-float("inf"), eviction_policy="evict_first").to(ACC)
         m = tl.max(x, axis=1)
         p = tl.exp(x - m[:, None])
@@ -190,9 +196,7 @@ def _softmax_rows_bwd_kernel(G, Y, GX, N_ROWS, LENGTH, LOG: tl.constexpr, ACC: t
     pid = tl.program_id(0)
     cols = tl.arange(0, BLOCK)
     if SINGLE_TILE:
-        rows = pid * ROWS + tl.arange(0, ROWS)
-        offs = rows[:, None].to(tl.int64) * LENGTH + cols[None, :]
-        mask = (rows[:, None] < N_ROWS) & (cols[None, :] < LENGTH)
+        offs, mask = _row_tile(pid, N_ROWS, LENGTH, BLOCK, ROWS)
         g = tl.load(G + offs, mask=mask, other=0.0, eviction_policy="evict_first").to(ACC)
         y = tl.load(Y + offs, mask=mask, other=0.0, eviction_policy="evict_first").to(ACC)
         if LOG:
