@@ -148,6 +148,22 @@ def sweep_estep():
         _gpu.ESTEP_FULL_OPTIONS = default_options
 
 
+def sweep_estep_precision():
+    """The log-densities' tl.dot precision (tf32x3 or ieee) with the current defaults."""
+    from fastlearn.mixture import _gpu
+
+    for D in (32, 64):
+        X, means, P, log_w = _estep_problem("full", 1_000_000, D, 16)
+        ref = _gpu.estep(X.double(), means.double(), P.double(), log_w.double(), "full", stats=True)
+        for prec in ("tf32x3", "ieee"):
+            _gpu.precision_for_kernel = lambda p=prec: p
+            out = _gpu.estep(X, means, P, log_w, "full", stats=True)
+            e_ll = abs(float(out["loglik"] - ref["loglik"]) / float(ref["loglik"]))
+            t = _ms(lambda: _gpu.estep(X, means, P, log_w, "full", stats=True))
+            print(f"estep full D={D} E-part {prec}: {t * 1e3:.0f} us, loglik rel err {e_ll:.1e}")
+        _gpu.precision_for_kernel = lambda: "tf32x3"
+
+
 def triton_cdiv(a, b):
     return -(-a // b)
 
@@ -159,3 +175,5 @@ if __name__ == "__main__":
         sweep_softmax()
     if "estep" in which:
         sweep_estep()
+    if "estep_precision" in which:
+        sweep_estep_precision()
