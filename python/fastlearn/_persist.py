@@ -1,7 +1,7 @@
 """Save and load fitted estimators without pickle: arrays go to a safetensors file, the
 constructor parameters and scalar fitted attributes to its JSON metadata. The one format
-for scikit-learn-style estimators (linear_model and naive_bayes use it today; svm, mixture
-and cluster still have their own save/load and should move onto it)."""
+for scikit-learn-style estimators (linear_model, naive_bayes, mixture and cluster use it
+today; svm still has its own save/load and should move onto it)."""
 
 from __future__ import annotations
 
@@ -62,17 +62,32 @@ class SaveLoadMixin:
         meta = {
             "format": _FORMAT,
             "class": type(self).__name__,
-            "params": json.dumps(_jsonable(self.get_params(deep=False))),
+            "params": json.dumps(_jsonable(self._persist_params())),
             "scalars": json.dumps(scalars),
             "lists": json.dumps(lists),
         }
         save_file(tensors, path, metadata=meta)
 
+    def _persist_params(self) -> dict:
+        """The constructor parameters to save. A RandomState instance as ``random_state`` is
+        saved as None (its state is not kept; the fitted attributes are); estimators whose
+        parameters may hold other things JSON cannot (a callable) replace those too."""
+        params = self.get_params(deep=False)
+        rs = params.get("random_state")
+        if rs is not None and not isinstance(rs, (int, np.integer)):
+            params["random_state"] = None
+        return params
+
     @classmethod
     def load(cls, path: str):
-        from safetensors import safe_open
+        from safetensors import SafetensorError, safe_open
 
-        with safe_open(path, framework="numpy") as f:
+        try:
+            f = safe_open(path, framework="numpy")
+        except (SafetensorError, OSError) as e:
+            raise ValueError(f"{str(path)!r} is not a fastlearn estimator file (the safetensors file that "
+                             f"{cls.__name__}.save writes): {e}") from None
+        with f:
             meta = f.metadata() or {}
             if meta.get("format") != _FORMAT:
                 raise ValueError(f"{path!r} is not a fastlearn estimator file (format {meta.get('format')!r}).")

@@ -113,10 +113,17 @@ def test_torch_input_and_save_load(tmp_path):
     ref = KMeans(4, random_state=0).fit(X)
     np.testing.assert_array_equal(fl.labels_, ref.labels_)
     assert isinstance(fl.predict(torch.as_tensor(X)), torch.Tensor)
-    fl.save(tmp_path / "km.npz")
-    back = KMeans.load(tmp_path / "km.npz")
+    fl.save(tmp_path / "km.safetensors")
+    back = KMeans.load(tmp_path / "km.safetensors")
     np.testing.assert_array_equal(back.predict(X), ref.predict(X))
-    assert back.inertia_ == ref.inertia_
+    assert back.inertia_ == ref.inertia_ and back.n_iter_ == ref.n_iter_
+    assert list(back.get_feature_names_out()) == [f"kmeans{k}" for k in range(4)]
+    # a callable init is saved as 'k-means++' (the fitted centres are what is kept)
+    first = KMeans(3, init=lambda X, k, random_state: X[:k], n_init=1).fit(X)
+    first.save(tmp_path / "km_callable.safetensors")
+    again = KMeans.load(tmp_path / "km_callable.safetensors")
+    assert again.init == "k-means++"
+    np.testing.assert_array_equal(again.cluster_centers_, first.cluster_centers_)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

@@ -202,8 +202,28 @@ def test_save_load_roundtrip(tmp_path):
     X = blobs()
     for cov_type in COV_TYPES:
         gm = GaussianMixture(3, covariance_type=cov_type, random_state=0).fit(X)
-        path = tmp_path / f"gm_{cov_type}.npz"
+        path = tmp_path / f"gm_{cov_type}.safetensors"
         gm.save(path)
         back = GaussianMixture.load(path)
         np.testing.assert_array_equal(back.score_samples(X), gm.score_samples(X))
         assert back.covariance_type == cov_type and back.lower_bounds_ == gm.lower_bounds_
+        assert back.converged_ == gm.converged_ and back.n_iter_ == gm.n_iter_
+    # initial values and a RandomState: the arrays are kept, the RandomState is saved as None
+    gm = GaussianMixture(3, max_iter=5, random_state=np.random.RandomState(0), **random_init(X, "full")).fit(X)
+    gm.save(tmp_path / "gm_init.safetensors")
+    back = GaussianMixture.load(tmp_path / "gm_init.safetensors")
+    np.testing.assert_array_equal(back.means_init, gm.means_init)
+    assert back.random_state is None
+    np.testing.assert_array_equal(back.predict_proba(X), gm.predict_proba(X))
+    np.save(tmp_path / "other.npy", np.zeros(3))
+    with pytest.raises(ValueError, match="not a fastlearn estimator file"):
+        GaussianMixture.load(tmp_path / "other.npy")
+    with pytest.raises(ValueError, match="holds a KMeans"):
+        GaussianMixture.load(_saved_kmeans(X, tmp_path))
+
+
+def _saved_kmeans(X, tmp_path):
+    from fastlearn.cluster import KMeans
+
+    KMeans(2, n_init=1, random_state=0).fit(X).save(tmp_path / "km.safetensors")
+    return tmp_path / "km.safetensors"

@@ -5,7 +5,6 @@ and the per-cluster sums of the centre update together."""
 
 from __future__ import annotations
 
-import json
 import warnings
 from numbers import Integral, Real
 
@@ -18,6 +17,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 
 from fastlearn import _C
 from fastlearn._buffer import view
+from fastlearn._persist import SaveLoadMixin
 from fastlearn.cluster import _gpu
 from fastlearn.mixture._gpu import gpu_device, host_array
 
@@ -118,7 +118,7 @@ def kmeans_plusplus(X, n_clusters, *, sample_weight=None, random_state=None, n_l
     return centers, indices
 
 
-class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, BaseEstimator):
+class KMeans(SaveLoadMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, BaseEstimator):
     """K-means clustering by Lloyd's algorithm, a drop-in for ``sklearn.cluster.KMeans``.
 
     Same arguments and attributes (``cluster_centers_``, ``labels_``, ``inertia_``,
@@ -297,28 +297,16 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
         w = _check_sample_weight(sample_weight, X, dtype=X.dtype)
         return -float(_assign(X, self.cluster_centers_, w)["inertia"])
 
-    def save(self, path):
-        """Write the fitted model to ``path`` (.npz arrays plus JSON parameters; no pickle)."""
-        check_is_fitted(self)
-        params = self.get_params()
-        if not isinstance(params["init"], str):
-            params["init"] = "k-means++"
-        params["random_state"] = None
-        meta = {"class": "KMeans", "params": params, "inertia_": self.inertia_, "n_iter_": int(self.n_iter_),
-                "n_features_in_": int(self.n_features_in_)}
-        np.savez(path, __meta__=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
-                 cluster_centers_=self.cluster_centers_, labels_=self.labels_)
+    # --- persistence without pickle (fastlearn._persist: safetensors + JSON) ---------------------
+
+    def _persist_params(self):
+        params = super()._persist_params()
+        if callable(params["init"]):
+            params["init"] = "k-means++"  # a callable is not saved; the fitted centres are
+        return params
 
     @classmethod
     def load(cls, path):
-        """Read a model written by ``save`` (allow_pickle=False)."""
-        with np.load(path, allow_pickle=False) as data:
-            meta = json.loads(bytes(data["__meta__"]).decode())
-            if meta.get("class") != "KMeans":
-                raise ValueError(f"{path} does not hold a KMeans (found {meta.get('class')!r}).")
-            est = cls(**meta["params"])
-            est.cluster_centers_ = data["cluster_centers_"]
-            est.labels_ = data["labels_"]
-        est.inertia_, est.n_iter_, est.n_features_in_ = meta["inertia_"], meta["n_iter_"], meta["n_features_in_"]
+        est = super().load(path)
         est._n_features_out = est.cluster_centers_.shape[0]
         return est

@@ -6,7 +6,6 @@ together, so the n_samples x n_components responsibility matrix is never stored.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 import warnings
@@ -20,6 +19,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from fastlearn._persist import SaveLoadMixin
 from fastlearn.mixture import _gaussian as G
 from fastlearn.mixture import _gpu
 
@@ -126,7 +126,7 @@ def _back(result, torch_device):
     return torch.as_tensor(result, device=torch_device)
 
 
-class GaussianMixture(DensityMixin, BaseEstimator):
+class GaussianMixture(SaveLoadMixin, DensityMixin, BaseEstimator):
     """Gaussian mixture fitted by EM, a drop-in for ``sklearn.mixture.GaussianMixture``.
 
     Same arguments, attributes and methods; started from the same parameters, every EM
@@ -519,34 +519,6 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     def aic(self, X):
         """Akaike information criterion on X (lower is better)."""
         return -2 * self.score(X) * np.shape(X)[0] + 2 * self._n_parameters()
-
-    # --- persistence without pickle -------------------------------------------------------------
-
-    def save(self, path):
-        """Write the fitted model to ``path`` (a .npz of arrays plus JSON parameters; no pickle)."""
-        check_is_fitted(self)
-        params = {k: v for k, v in self.get_params().items() if k not in ("weights_init", "means_init",
-                                                                          "precisions_init", "random_state")}
-        meta = {"class": "GaussianMixture", "params": params, "converged_": bool(self.converged_),
-                "n_iter_": int(self.n_iter_), "lower_bound_": float(self.lower_bound_),
-                "lower_bounds_": [float(v) for v in self.lower_bounds_], "n_features_in_": int(self.n_features_in_)}
-        arrays = {name: getattr(self, name) for name in _FITTED}
-        np.savez(path, __meta__=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
-
-    @classmethod
-    def load(cls, path):
-        """Read a model written by ``save`` (arrays loaded with allow_pickle=False)."""
-        with np.load(path, allow_pickle=False) as data:
-            meta = json.loads(bytes(data["__meta__"]).decode())
-            if meta.get("class") != "GaussianMixture":
-                raise ValueError(f"{path} does not hold a GaussianMixture (found {meta.get('class')!r}).")
-            est = cls(**meta["params"])
-            for name in _FITTED:
-                setattr(est, name, data[name])
-        for name in ("converged_", "n_iter_", "lower_bound_", "lower_bounds_", "n_features_in_"):
-            setattr(est, name, meta[name])
-        return est
-
 
 def _collapsed(covariances, covariance_type):
     """Indices of the components whose covariance is not positive definite."""
