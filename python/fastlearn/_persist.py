@@ -90,9 +90,9 @@ class SaveLoadMixin:
         with f:
             meta = f.metadata() or {}
             if meta.get("format") != _FORMAT:
-                raise ValueError(f"{path!r} is not a fastlearn estimator file (format {meta.get('format')!r}).")
+                raise ValueError(f"{str(path)!r} is not a fastlearn estimator file (format {meta.get('format')!r}).")
             if meta.get("class") != cls.__name__:
-                raise ValueError(f"{path!r} holds a {meta.get('class')}, not a {cls.__name__}; "
+                raise ValueError(f"{str(path)!r} holds a {meta.get('class')}, not a {cls.__name__}; "
                                  f"load it with {meta.get('class')}.load.")
             arrays = {k: f.get_tensor(k) for k in f.keys()}
         est = cls(**_from_json(json.loads(meta["params"])))

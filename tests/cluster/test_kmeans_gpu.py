@@ -15,6 +15,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 from fastlearn.cluster import KMeans, kmeans_plusplus
 from fastlearn.cluster import _gpu
+from tests.triton_path import T, on_triton
 
 pytestmark = pytest.mark.triton
 
@@ -22,21 +23,6 @@ pytestmark = pytest.mark.triton
 def blobs(n=120, d=5, k=4, seed=0, dtype=np.float64):
     X, _ = make_blobs(n, n_features=d, centers=k, cluster_std=2.0, random_state=seed)
     return X.astype(dtype)
-
-
-# Triton runs where the kernels can: on the GPU when there is one, else on CPU tensors under
-# the interpreter (conftest sets TRITON_INTERPRET=1 there).
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def T(a, **kw):
-    """A tensor on the device the Triton kernels run on."""
-    return torch.tensor(a, device=DEVICE, **kw)
-
-
-def on_triton(est):
-    est._backend = "triton"
-    return est
 
 
 def reference_assign(X, C, w):

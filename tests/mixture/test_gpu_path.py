@@ -21,6 +21,7 @@ from fastlearn.mixture import GaussianMixture
 from fastlearn.mixture import _gpu
 from tests.mixture.test_gaussian_mixture import blobs as _blobs
 from tests.mixture.test_gaussian_mixture import random_init
+from tests.triton_path import DEVICE, T, on_triton
 
 COV_TYPES = ["full", "tied", "diag", "spherical"]
 pytestmark = pytest.mark.triton
@@ -28,21 +29,6 @@ pytestmark = pytest.mark.triton
 
 def blobs(n=120, **kw):  # the CPU tests' data, smaller by default (the interpreter is slow)
     return _blobs(n, **kw)
-
-
-# Triton runs where the kernels can: on the GPU when there is one, else on CPU tensors under
-# the interpreter (conftest sets TRITON_INTERPRET=1 there).
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def T(a, **kw):
-    """A tensor on the device the Triton kernels run on."""
-    return torch.tensor(a, device=DEVICE, **kw)
-
-
-def on_triton(est):
-    est._backend = "triton"
-    return est
 
 
 def quiet_fit(est, X):

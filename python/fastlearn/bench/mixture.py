@@ -125,21 +125,26 @@ def _torch_em_step(X, weights, means, prec_chol, cov, reg_covar=1e-6):
     return log_norm.mean().item(), (nk / N, new_means, new_prec)
 
 
+def _gpu_problem(cov, N, D, K):
+    """Blobs on the GPU and a mid-fit state: (X, weights, means shifted from the true centres,
+    unit precision factors)."""
+    g = torch.Generator(device="cuda").manual_seed(0)
+    centers = torch.randn(K, D, generator=g, device="cuda") * 4.0
+    labels = torch.randint(0, K, (N,), generator=g, device="cuda")
+    X = centers[labels] + torch.randn(N, D, generator=g, device="cuda")
+    if cov == "full":
+        prec = torch.eye(D, device="cuda").expand(K, D, D).contiguous()
+    else:
+        prec = torch.ones(K, D, device="cuda")
+    return X, torch.full((K,), 1.0 / K, device="cuda"), centers + 0.5, prec
+
+
 def _gpu_em_case(cov, N, D, K):
     def setup():
         from fastlearn.mixture import GaussianMixture
         from fastlearn.mixture import _gpu
 
-        g = torch.Generator(device="cuda").manual_seed(0)
-        centers = torch.randn(K, D, generator=g, device="cuda") * 4.0
-        labels = torch.randint(0, K, (N,), generator=g, device="cuda")
-        X = centers[labels] + torch.randn(N, D, generator=g, device="cuda")
-        weights = torch.full((K,), 1.0 / K, device="cuda")
-        means = centers + 0.5
-        if cov == "full":
-            prec = torch.eye(D, device="cuda").expand(K, D, D).contiguous()
-        else:
-            prec = torch.ones(K, D, device="cuda")
+        X, weights, means, prec = _gpu_problem(cov, N, D, K)
         est = GaussianMixture(n_components=K, covariance_type=cov, device="cuda")
         fit = _gpu._Fit(est, X)
         covs = torch.linalg.inv(prec @ prec.transpose(1, 2)) if cov == "full" else 1.0 / prec ** 2
@@ -168,13 +173,7 @@ def _gpu_estep_case(cov, N, D, K):
     def setup():
         from fastlearn.mixture import _gpu
 
-        g = torch.Generator(device="cuda").manual_seed(0)
-        centers = torch.randn(K, D, generator=g, device="cuda") * 4.0
-        X = centers[torch.randint(0, K, (N,), generator=g, device="cuda")] + torch.randn(N, D, generator=g,
-                                                                                         device="cuda")
-        prec = torch.eye(D, device="cuda").expand(K, D, D).contiguous() if cov == "full" else torch.ones(K, D,
-                                                                                                        device="cuda")
-        return _gpu, X, torch.full((K,), 1.0 / K, device="cuda"), centers + 0.5, prec
+        return (_gpu, *_gpu_problem(cov, N, D, K))
 
     def run_fl(inp):
         _gpu, X, weights, means, prec = inp

@@ -25,8 +25,6 @@ from fastlearn.mixture import _gpu
 
 __all__ = ["GaussianMixture"]
 
-_FITTED = ("weights_", "means_", "covariances_", "precisions_", "precisions_cholesky_")
-
 
 def _as_numpy(X, device, what="X"):
     """(array, torch_device or None). Torch tensors are read through NumPy on the CPU path."""
@@ -519,6 +517,7 @@ class GaussianMixture(SaveLoadMixin, DensityMixin, BaseEstimator):
     def aic(self, X):
         """Akaike information criterion on X (lower is better)."""
         return -2 * self.score(X) * np.shape(X)[0] + 2 * self._n_parameters()
+
 
 def _collapsed(covariances, covariance_type):
     """Indices of the components whose covariance is not positive definite."""
