@@ -180,3 +180,125 @@ def launch_config(n, d, k, dtype_is_fp64, n_sm=None, slot_budget_bytes=256 << 20
     programs = max(1, min(programs, n_blocks, slot_budget_bytes // max(slot, 1)))
     meta = dict(BLOCK_N=block_n, BLOCK_D=block_d, BLOCK_K=block_k, BLOCK_J=block_j, num_warps=num_warps)
     return meta, programs
+
+
+@triton.jit
+def _full_estep_grouped_kernel(X, MU, P, CENTER, OFFSET, LOG_NORM, LABELS, RESP,
+                               PART_LL, PART_NK, PART_S1, PART_S2,   # G; G x K; G x K x D; G x K x D x D
+                               N, D, K, stride_x_n,
+                               WRITE_LOG_NORM: tl.constexpr, WRITE_LABELS: tl.constexpr,
+                               WRITE_RESP: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_K: tl.constexpr,
+                               BLOCK_J: tl.constexpr, KG: tl.constexpr, FLUSH: tl.constexpr,
+                               PRECISION: tl.constexpr, PRECISION_S: tl.constexpr):
+    """Full covariance, statistics in registers. Program (g, grp) walks chunks of FLUSH point
+    blocks (chunk g, g + G, ...), computes the K log-densities of each block (all of them: the
+    log-sum-exp needs them), and for its group of KG components accumulates, over the chunk,
+        A[k] += sum_n r_nk (x_n - mu_k) (x_n - c)^T     (one tl.dot: (KG*D x BLOCK_N) x (BLOCK_N x D))
+        s1[k] += sum_n r_nk (x_n - mu_k),  nk[k] += sum_n r_nk
+    in registers (X's dtype); at the end of a chunk they are added to the program's float64 slot.
+    The launcher turns A into the scatter about mu_k: S_k = A_k - s1_k (mu_k - c)^T (s1_k is
+    small, the step of the mean, so this loses little). The left operand is centred per
+    component, the right one about the centre c of the means: one product for all KG
+    components, where the first way did K small ones and a slot read-modify-write per block."""
+    pid = tl.program_id(0)
+    grp = tl.program_id(1)
+    n_progs = tl.num_programs(0)
+    n_blocks = tl.cdiv(N, BLOCK_N)
+    n_chunks = tl.cdiv(n_blocks, FLUSH)
+    offs_d = tl.arange(0, BLOCK_D)
+    mask_d = offs_d < D
+    offs_k = tl.arange(0, BLOCK_K)
+    mask_k = offs_k < K
+    offs_g = grp * KG + tl.arange(0, KG)                  # this program's components
+    mask_g = offs_g < K
+    off = tl.load(OFFSET + offs_k, mask=mask_k, other=0.0)
+    c = tl.load(CENTER + offs_d, mask=mask_d, other=0.0)
+    mu_g = tl.load(MU + offs_g[:, None] * D + offs_d[None, :], mask=mask_g[:, None] & mask_d[None, :], other=0.0)
+    first = grp == 0
+    n_out = tl.where(first, N, 0)                         # the per-point outputs: written by group 0
+    ll = tl.zeros([BLOCK_N], dtype=tl.float64)
+    offs_r = tl.arange(0, KG * BLOCK_D)                   # rows of A: component-major, then feature
+    row_k = grp * KG + offs_r // BLOCK_D
+    row_d = offs_r % BLOCK_D
+    mask_row = (row_k < K) & (row_d < D)
+    for chunk in range(pid, n_chunks, n_progs):
+        acc = tl.zeros([KG * BLOCK_D, BLOCK_D], dtype=X.dtype.element_ty)   # float32 for float32 X
+        s1 = tl.zeros([KG * BLOCK_D], dtype=X.dtype.element_ty)
+        nk = tl.zeros([KG], dtype=X.dtype.element_ty)
+        for blk in range(chunk * FLUSH, tl.minimum(chunk * FLUSH + FLUSH, n_blocks)):
+            offs_n = blk * BLOCK_N + tl.arange(0, BLOCK_N)
+            mask_n = offs_n < N
+            x = tl.load(X + offs_n[:, None].to(tl.int64) * stride_x_n + offs_d[None, :],
+                        mask=mask_n[:, None] & mask_d[None, :], other=0.0)
+            W = tl.zeros([BLOCK_N, BLOCK_K], dtype=x.dtype)
+            for k in range(K):
+                mu = tl.load(MU + k * D + offs_d, mask=mask_d, other=0.0)
+                xc = tl.where(mask_d[None, :], x - mu[None, :], 0.0)
+                q = tl.zeros([BLOCK_N], dtype=x.dtype)
+                for j0 in range(0, BLOCK_D, BLOCK_J):
+                    offs_j = j0 + tl.arange(0, BLOCK_J)
+                    p = tl.load(P + k * D * D + offs_d[:, None] * D + offs_j[None, :],
+                                mask=mask_d[:, None] & (offs_j[None, :] < D), other=0.0)
+                    y = tl.dot(xc, p, input_precision=PRECISION)
+                    q += tl.sum(y * y, axis=1)
+                W += tl.where(offs_k[None, :] == k, q[:, None], 0.0)
+            W = off[None, :] - 0.5 * W
+            W = tl.where(mask_k[None, :], W, float("-inf"))
+            m = tl.max(W, axis=1)
+            e = tl.exp(W - m[:, None])
+            s = tl.sum(e, axis=1)
+            lse = m + tl.log(s)
+            ll += tl.where(mask_n, lse.to(tl.float64), 0.0)
+            if WRITE_LOG_NORM:
+                tl.store(LOG_NORM + offs_n, lse, mask=offs_n < n_out)
+            if WRITE_LABELS:
+                tl.store(LABELS + offs_n, tl.argmax(W, axis=1).to(tl.int64), mask=offs_n < n_out)
+            r = tl.where(mask_n[:, None], e * (1.0 / s)[:, None], 0.0)          # BLOCK_N x BLOCK_K
+            if WRITE_RESP:
+                tl.store(RESP + offs_n[:, None].to(tl.int64) * K + offs_k[None, :], r,
+                         mask=(offs_n < n_out)[:, None] & mask_k[None, :])
+            if KG == BLOCK_K:
+                r_g = r
+            else:  # this group's columns of r
+                r3 = tl.reshape(r, (BLOCK_N, BLOCK_K // KG, KG))
+                sel = tl.arange(0, BLOCK_K // KG) == grp
+                r_g = tl.sum(tl.where(sel[None, :, None], r3, 0.0), axis=1)    # BLOCK_N x KG
+            xm = tl.where(mask_d[None, None, :], x[:, None, :] - mu_g[None, :, :], 0.0)
+            z = tl.reshape(r_g[:, :, None] * xm, (BLOCK_N, KG * BLOCK_D))       # r_nk (x_n - mu_k)
+            y = tl.where(mask_d[None, :], x - c[None, :], 0.0)
+            acc = tl.dot(tl.trans(z), y, acc, input_precision=PRECISION_S)
+            s1 += tl.sum(z, axis=0)
+            nk += tl.sum(r_g, axis=0)
+        # the chunk's sums into this program's float64 slot (only this program touches it)
+        nk_ptr = PART_NK + pid * K + offs_g
+        tl.store(nk_ptr, tl.load(nk_ptr, mask=mask_g, other=0.0) + nk.to(tl.float64), mask=mask_g)
+        base = (pid * K + row_k).to(tl.int64) * D + row_d
+        s1_ptr = PART_S1 + base
+        tl.store(s1_ptr, tl.load(s1_ptr, mask=mask_row, other=0.0) + s1.to(tl.float64), mask=mask_row)
+        s2_ptr = PART_S2 + base[:, None] * D + offs_d[None, :]
+        mask_2 = mask_row[:, None] & mask_d[None, :]
+        tl.store(s2_ptr, tl.load(s2_ptr, mask=mask_2, other=0.0) + acc.to(tl.float64), mask=mask_2)
+    if first:
+        tl.store(PART_LL + pid, tl.sum(ll, axis=0))
+
+
+def grouped_launch_config(n, d, k, dtype_is_fp64, n_sm=None, block_n=32, kg=None, flush=32, num_warps=4,
+                          per_sm=2):
+    """Tiles and grid of _full_estep_grouped_kernel: (programs, groups). KG components a group
+    (at most 16, and at most 8192 values in A = KG*BLOCK_D x BLOCK_D); programs = per_sm a
+    multiprocessor shared among the groups (4 under the interpreter), at most one a chunk."""
+    block_d = max(16, triton.next_power_of_2(max(d, 1)))
+    block_k = max(2, triton.next_power_of_2(max(k, 1)))
+    block_j = max(16, min(block_d, 64, 8192 // block_d))
+    if kg is None:
+        kg = 16
+        while kg > 1 and kg * block_d * block_d > 8192:
+            kg //= 2
+    kg = max(1, min(kg, block_k))
+    groups = block_k // kg
+    n_chunks = max(1, triton.cdiv(triton.cdiv(max(n, 1), block_n), flush))
+    programs = max(1, (per_sm * n_sm) // groups) if n_sm else 4
+    programs = min(programs, n_chunks)
+    meta = dict(BLOCK_N=block_n, BLOCK_D=block_d, BLOCK_K=block_k, BLOCK_J=block_j, KG=kg, FLUSH=flush,
+                num_warps=num_warps)
+    return meta, (programs, groups)
