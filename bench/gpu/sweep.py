@@ -1,7 +1,7 @@
 """Tuning sweeps for the GPU kernels, for one device-tool call: each variant timed with CUDA
 events (triton.testing.do_bench, median) against the baseline in the same run. Not part of
 the benchmark suite (``fastlearn bench`` times the chosen configurations); this script is how
-they were chosen.  Usage: python3 bench/gpu/sweep.py [softmax] [estep] [grouped] [estep_precision]
+they were chosen.  Usage: python3 bench/gpu/sweep.py [softmax] [estep]
 """
 
 import sys
@@ -164,78 +164,6 @@ def sweep_estep_precision():
         _gpu.precision_for_kernel = lambda: "tf32x3"
 
 
-def sweep_grouped(budgets_s=(170, 45, 35, 35)):
-    """The grouped full-covariance E-step (statistics in registers): tiles, group size, warps,
-    programs, scatter precision and flush length, against the first kernel, with accuracy."""
-    import itertools
-    import time
-
-    from fastlearn.mixture import _gpu
-
-    a = torch.randn(8192, 8192, device="cuda")
-    peak = 2 * 8192 ** 3 / (_ms(lambda: a @ a) * 1e-3)
-    print(f"fp32 matmul peak: {peak / 1e12:.1f} TFLOP/s")
-    default_grouped = dict(_gpu.ESTEP_GROUPED)
-
-    def accuracy(label, X, means, P, log_w):
-        ref = _gpu.estep(X.double(), means.double(), P.double(), log_w.double(), "full", stats=True)
-        out = _gpu.estep(X, means, P, log_w, "full", stats=True)
-        e_ll = abs(float(out["loglik"] - ref["loglik"]) / float(ref["loglik"]))
-        scale = ref["s2"].diagonal(dim1=1, dim2=2)
-        e_s1 = float((out["s1"] - ref["s1"]).abs().max() / scale.sqrt().max())
-        e_s2 = float(((out["s2"] - ref["s2"]).abs().amax((1, 2)) / scale.amax(1)).max())
-        print(f"accuracy {label}: loglik rel {e_ll:.1e}, s1 {e_s1:.1e}, s2 rel {e_s2:.1e}")
-
-    X, means, P, log_w = _estep_problem("full", 200_000, 32, 16, seed=1)
-    for label, grouped in (("first kernel", None), ("grouped", default_grouped)):
-        _gpu.ESTEP_GROUPED = grouped
-        accuracy(label, X, means, P, log_w)
-        accuracy(label + " (data offset 100)", X + 100, means + 100, P, log_w)
-    _gpu.ESTEP_GROUPED = default_grouped
-
-    for (D, K), budget in zip(((32, 16), (64, 16), (128, 8), (32, 64)), budgets_s):
-        t_end = time.time() + budget
-        N = 1_000_000
-        X, means, P, log_w = _estep_problem("full", N, D, K)
-        flops = 2.0 * N * K * D * (D + 1)
-
-        def run():
-            return _gpu.estep(X, means, P, log_w, "full", stats=True)
-
-        _gpu.ESTEP_GROUPED = None
-        t = _ms(run)
-        print(f"estep full N={N} D={D} K={K} first kernel: {t * 1e3:.0f} us = {flops / t / 1e9:.1f} TFLOP/s "
-              f"({flops / t / 1e9 / (peak / 1e12):.0%} of fp32 peak)")
-        _gpu.ESTEP_GROUPED = default_grouped
-        t = _ms(run)
-        print(f"  grouped default {default_grouped}: {t * 1e3:.0f} us ({flops / t / 1e9 / (peak / 1e12):.0%})")
-        kgs = (4, 8, 16) if D == 32 else (1, 2, 4)
-        grid = itertools.product((32, 16, 64), kgs, (4, 8), ("ieee", "tf32x3"), (2, 1, 4))
-        best = (float("inf"), None)
-        for bn, kg, warps, prec, per_sm in grid:
-            if time.time() > t_end:
-                print("  (time budget reached)")
-                break
-            cfg = dict(block_n=bn, kg=kg, flush=32, num_warps=warps, per_sm=per_sm, precision_s=prec)
-            _gpu.ESTEP_GROUPED = cfg
-            try:
-                t2 = _ms(run)
-            except Exception as e:  # noqa: BLE001  (a configuration that does not fit)
-                print(f"  {cfg}: {type(e).__name__}")
-                continue
-            best = min(best, (t2, cfg), key=lambda b: b[0])
-            print(f"  {cfg}: {t2 * 1e3:.0f} us ({flops / t2 / 1e9 / (peak / 1e12):.0%})")
-        if best[1] is not None and time.time() < t_end:
-            cfg = best[1]
-            for flush in (4, 8, 128, 1024):
-                _gpu.ESTEP_GROUPED = dict(cfg, flush=flush)
-                t2 = _ms(run)
-                print(f"  best with flush {flush}: {t2 * 1e3:.0f} us ({flops / t2 / 1e9 / (peak / 1e12):.0%})")
-            print(f"  best: {best[0] * 1e3:.0f} us {cfg}")
-        _gpu.ESTEP_GROUPED = default_grouped
-        torch.cuda.empty_cache()
-
-
 def triton_cdiv(a, b):
     return -(-a // b)
 
@@ -247,7 +175,5 @@ if __name__ == "__main__":
         sweep_softmax()
     if "estep" in which:
         sweep_estep()
-    if "grouped" in which:
-        sweep_grouped()
     if "estep_precision" in which:
         sweep_estep_precision()

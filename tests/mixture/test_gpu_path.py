@@ -108,30 +108,8 @@ def test_full_statistics_variants(monkeypatch, s1_dot, xt_load):
     # The kernel's other ways to the full-covariance statistics (first moments per component
     # about its mean; the scatter's left side transposed in registers) give the same numbers.
     monkeypatch.setattr(_gpu, "ESTEP_FULL_OPTIONS", dict(S1_DOT=s1_dot, XT_LOAD=xt_load, PRECISION_S=None))
-    monkeypatch.setattr(_gpu, "ESTEP_GROUPED", None)
     test_fused_estep_matches_float64_reference("full", 97, 5, 3, None)
     test_fused_estep_matches_float64_reference("full", 40, 70, 2, 1)
-    test_fused_estep_float32_with_offset_data("full")
-
-
-@pytest.mark.parametrize("kg,flush,programs", [(2, 1, 1), (1, 2, 3), (4, 1, 2)])
-def test_grouped_full_statistics(monkeypatch, kg, flush, programs):
-    # The grouped kernel with several groups of components (K=5 in groups of 2: the last
-    # group is padding only), several chunks a program (their float32 sums added to the
-    # float64 slot), and float32 data far from the origin (the scatter about mu_k recovered
-    # from products with x - c).
-    monkeypatch.setattr(_gpu, "ESTEP_GROUPED", dict(block_n=16, kg=kg, flush=flush, num_warps=4, per_sm=2))
-    X, means, pc, log_w = params(150, 7, 5, "full", seed=11)
-    out = _gpu.estep(T(X), T(means), T(pc), T(log_w), "full", stats=True, log_norm=True, labels=True, resp=True,
-                     programs=programs)
-    ref = reference_estep(X, means, pc, log_w, "full")
-    assert float(out["loglik"]) == pytest.approx(ref["loglik"], rel=1e-12)
-    np.testing.assert_allclose(out["log_norm"].cpu().numpy(), ref["log_norm"], rtol=1e-12)
-    np.testing.assert_allclose(out["resp"].cpu().numpy(), ref["resp"], rtol=1e-10, atol=1e-14)
-    np.testing.assert_array_equal(out["labels"].cpu().numpy(), ref["labels"])
-    np.testing.assert_allclose(out["nk"].cpu().numpy(), ref["nk"], rtol=1e-12)
-    for name in ("s1", "s2"):
-        np.testing.assert_allclose(out[name].cpu().numpy(), ref[name], rtol=0, atol=1e-13 * ref["scale"][name])
     test_fused_estep_float32_with_offset_data("full")
 
 

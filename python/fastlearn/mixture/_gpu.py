@@ -120,11 +120,6 @@ def precision_for_kernel():
 # 'ieee' is also the most accurate (scatter 3.5e-8 relative to float64; 'tf32x3' 2.3e-7;
 # one-pass 'tf32' 7.2e-4, too coarse for EM).
 ESTEP_FULL_OPTIONS = dict(S1_DOT=True, XT_LOAD=True, PRECISION_S=None)
-# The grouped full-covariance kernel (statistics accumulated in registers over chunks of
-# blocks, one product for a group of components; kernels/triton/gaussian_estep.py), used for
-# E-steps with statistics when set: the arguments of grouped_launch_config and the scatter's
-# precision (as PRECISION_S above), or None.
-ESTEP_GROUPED = dict(block_n=32, kg=None, flush=32, num_warps=4, per_sm=2, precision_s=None)
 
 
 def estep(X, means, prec_chol, log_weights, covariance_type, *, stats=False, log_norm=False, labels=False,
@@ -153,17 +148,9 @@ def estep(X, means, prec_chol, log_weights, covariance_type, *, stats=False, log
     B = ((means.to(torch.float64) - center) @ pc64).to(dtype).contiguous() if cov == 1 else means
     center = center.to(dtype).contiguous()
     n_sm = torch.cuda.get_device_properties(dev).multi_processor_count if dev.type == "cuda" else None
-    grouped = stats and cov == 0 and ESTEP_GROUPED is not None
-    if grouped:
-        cfg = dict(ESTEP_GROUPED)
-        options = dict(PRECISION_S=cfg.pop("precision_s", None))
-        meta, (G_, groups) = tk.grouped_launch_config(N, D, K, dtype == torch.float64, n_sm=n_sm, **cfg)
-        n_chunks = max(1, math.ceil(math.ceil(max(N, 1) / meta["BLOCK_N"]) / meta["FLUSH"]))
-    else:
-        meta, G_ = tk.launch_config(N, D, K, dtype == torch.float64, n_sm=n_sm, cov=cov)
-        n_chunks = math.ceil(max(N, 1) / meta["BLOCK_N"])
+    meta, G_ = tk.launch_config(N, D, K, dtype == torch.float64, n_sm=n_sm, cov=cov)
     if programs is not None:
-        G_ = max(1, min(int(programs), n_chunks))
+        G_ = max(1, min(int(programs), math.ceil(max(N, 1) / meta["BLOCK_N"])))
     f64 = dict(dtype=torch.float64, device=dev)
     part_ll = torch.zeros(G_, **f64)
     dummy = torch.empty(1, dtype=dtype, device=dev)
@@ -178,8 +165,7 @@ def estep(X, means, prec_chol, log_weights, covariance_type, *, stats=False, log
     ln = torch.empty(N, dtype=dtype, device=dev) if log_norm else dummy
     lab = torch.empty(N, dtype=torch.int64, device=dev) if labels else torch.empty(1, dtype=torch.int64, device=dev)
     rs = torch.empty(N, K, dtype=dtype, device=dev) if resp else dummy
-    if not grouped:
-        options = dict(ESTEP_FULL_OPTIONS) if cov == 0 else {}
+    options = dict(ESTEP_FULL_OPTIONS) if cov == 0 else {}
     s1_about_center = bool(stats and options.get("S1_DOT"))
     if s1_about_center and meta["BLOCK_K"] < 16:
         meta["BLOCK_K"] = 16  # tl.dot's smallest side
@@ -189,18 +175,11 @@ def estep(X, means, prec_chol, log_weights, covariance_type, *, stats=False, log
             options["PRECISION_S"] = "ieee"
         elif cov == 0 and options.get("PRECISION_S") is None:
             options["PRECISION_S"] = "ieee" if meta["BLOCK_D"] <= 64 else "tf32x3"
-        if grouped:
-            tk._full_estep_grouped_kernel[(G_, groups)](X, means, P, center, offset, ln, lab, rs, part_ll,
-                                                        part_nk, part_s1, part_s2, N, D, K, X.stride(0),
-                                                        WRITE_LOG_NORM=log_norm, WRITE_LABELS=labels,
-                                                        WRITE_RESP=resp,
-                                                        PRECISION=precision, **options, **meta)
-        else:
-            stride_p_k = D * D if cov == 0 else D
-            tk._gaussian_estep_kernel[(G_,)](X, means, P, B, center, offset, ln, lab, rs, part_ll, part_nk, part_s1,
-                                             part_s2, N, D, K, X.stride(0), stride_p_k, COV=cov,
-                                             WRITE_LOG_NORM=log_norm, WRITE_LABELS=labels, WRITE_RESP=resp,
-                                             STATS=stats, PRECISION=precision, **options, **meta)
+        stride_p_k = D * D if cov == 0 else D
+        tk._gaussian_estep_kernel[(G_,)](X, means, P, B, center, offset, ln, lab, rs, part_ll, part_nk, part_s1, part_s2,
+                                         N, D, K, X.stride(0), stride_p_k, COV=cov, WRITE_LOG_NORM=log_norm,
+                                         WRITE_LABELS=labels, WRITE_RESP=resp, STATS=stats, PRECISION=precision,
+                                         **options, **meta)
     out["loglik"] = part_ll.sum()
     if log_norm:
         out["log_norm"] = ln
@@ -214,9 +193,6 @@ def estep(X, means, prec_chol, log_weights, covariance_type, *, stats=False, log
         if s1_about_center:  # about the centre c: sum r (x - mu) = sum r (x - c) - N_k (mu - c)
             out["s1"] -= out["nk"][:, None] * (means.to(torch.float64) - center.to(torch.float64))
         out["s2"] = part_s2.sum(0) if cov in (0, 2) else None
-        if grouped:  # A_k = sum r (x - mu_k)(x - c)^T; the scatter about mu_k is A_k - s1_k (mu_k - c)^T
-            a = out["s2"] - out["s1"][:, :, None] * (means.to(torch.float64) - center.to(torch.float64))[:, None, :]
-            out["s2"] = 0.5 * (a + a.transpose(1, 2))
     return out
 
 
