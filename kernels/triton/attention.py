@@ -15,6 +15,7 @@ import os
 
 import triton
 import triton.language as tl
+from ._host import cdiv, next_power_of_2
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
@@ -268,7 +269,7 @@ def _common(q, k, v, bias, dropout_p, is_causal, scale, seed):
         stride_bb=strides[0], stride_bh=strides[1], stride_bm=strides[2], stride_bn=strides[3],
         HAS_BIAS=bias is not None, CAUSAL=bool(is_causal), DROPOUT=dropout_p > 0,
         PREC="ieee" if full else "tf32", ACC=tl.float64 if fp64 else tl.float32,
-        BLOCK_D=max(16, triton.next_power_of_2(E)), BLOCK_DV=max(16, triton.next_power_of_2(EV)),
+        BLOCK_D=max(16, next_power_of_2(E)), BLOCK_DV=max(16, next_power_of_2(EV)),
     ), (B, HQ, HKV, L, S, E, EV)
 
 
@@ -305,7 +306,7 @@ def attention_forward(q, k, v, bias, dropout_p, is_causal, scale, seed, wrap=lam
     lse = torch.full((B, HQ, L), float("inf"), dtype=lse_dtype, device=q.device)
     if out.numel() == 0 or S == 0:
         return out, lse
-    grid = lambda META: (triton.cdiv(L, META["BLOCK_M"]), B * HQ)  # noqa: E731
+    grid = lambda META: (cdiv(L, META["BLOCK_M"]), B * HQ)  # noqa: E731
     wrap(_kernel("fwd"))[grid](q, k, v, bias if bias is not None else q, out, lse, **meta, **_launch(False, meta, q))
     return out, lse
 
@@ -321,8 +322,8 @@ def attention_backward(grad_out, q, k, v, bias, out, lse, dropout_p, is_causal, 
     grad_out = grad_out.contiguous()
     delta = (grad_out.to(lse.dtype) * out.to(lse.dtype)).sum(-1)  # B x Hq x L: <dO_i, O_i>
     b = bias if bias is not None else q
-    grid_kv = lambda META: (triton.cdiv(S, META["BLOCK_N"]), B * HKV)  # noqa: E731
+    grid_kv = lambda META: (cdiv(S, META["BLOCK_N"]), B * HKV)  # noqa: E731
     wrap(_kernel("dkdv"))[grid_kv](q, k, v, b, grad_out, lse, delta, dk, dv, **meta, **_launch(True, meta, q))
-    grid_q = lambda META: (triton.cdiv(L, META["BLOCK_M"]), B * HQ)  # noqa: E731
+    grid_q = lambda META: (cdiv(L, META["BLOCK_M"]), B * HQ)  # noqa: E731
     wrap(_kernel("dq"))[grid_q](q, k, v, b, grad_out, lse, delta, dq, **meta, **_launch(True, meta, q))
     return dq, dk, dv

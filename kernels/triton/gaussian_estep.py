@@ -20,6 +20,7 @@ tl.where), so the log-sum-exp and the responsibilities need no second pass over 
 
 import triton
 import triton.language as tl
+from ._host import cdiv, next_power_of_2
 
 
 @triton.jit
@@ -163,8 +164,8 @@ def launch_config(n, d, k, dtype_is_fp64, n_sm=None, slot_budget_bytes=256 << 20
     over 8 warps, 2 a multiprocessor; bench/gpu/sweep.py): more programs in flight hide the
     latency of the per-component chain of products, reductions and slot updates.
     """
-    block_d = max(16, triton.next_power_of_2(max(d, 1)))
-    block_k = max(2, triton.next_power_of_2(max(k, 1)))
+    block_d = max(16, next_power_of_2(max(d, 1)))
+    block_k = max(2, next_power_of_2(max(k, 1)))
     block_j = max(16, min(block_d, 64, 8192 // block_d))
     cap = 4096 if dtype_is_fp64 else 8192
     block_n = 256
@@ -174,7 +175,7 @@ def launch_config(n, d, k, dtype_is_fp64, n_sm=None, slot_budget_bytes=256 << 20
     per_sm = 2
     if cov == 0 and not dtype_is_fp64 and block_d <= 32 and block_k <= 64:
         block_n, num_warps, per_sm = 64, 2, 8
-    n_blocks = max(1, triton.cdiv(n, block_n))
+    n_blocks = max(1, cdiv(n, block_n))
     slot = 8 * k * (1 + d + (d * d if cov == 0 else d))
     programs = per_sm * n_sm if n_sm else 4
     programs = max(1, min(programs, n_blocks, slot_budget_bytes // max(slot, 1)))

@@ -9,6 +9,7 @@ COV: 0 full (P: K x D x D), 1 tied (P: D x D, shared), 2 diag (P: K x D, element
 
 import triton
 import triton.language as tl
+from ._host import cdiv, next_power_of_2
 
 
 @triton.jit
@@ -49,9 +50,9 @@ def launch_config(n, d, k, dtype_is_fp64):
     P_k slabs of BLOCK_J = min(BLOCK_D, 64) columns keep the tl.dot operands at most
     BLOCK_D x 64. fp64 uses smaller point tiles (its dot has half the registers to spare).
     """
-    block_d = max(16, triton.next_power_of_2(max(d, 1)))
+    block_d = max(16, next_power_of_2(max(d, 1)))
     block_j = min(block_d, 64)
     block_n = 32 if (dtype_is_fp64 or block_d > 128) else 64
     num_warps = 4 if block_d <= 64 else 8
-    grid = (triton.cdiv(n, block_n), k)
+    grid = (cdiv(n, block_n), k)
     return dict(BLOCK_N=block_n, BLOCK_D=block_d, BLOCK_J=block_j, num_warps=num_warps), grid

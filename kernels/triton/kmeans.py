@@ -12,6 +12,7 @@ result is deterministic and memory does not grow with N.
 
 import triton
 import triton.language as tl
+from ._host import cdiv, next_power_of_2
 
 
 @triton.jit
@@ -74,11 +75,11 @@ def launch_config(n, d, k, dtype_is_fp64, n_sm=None):
     """BLOCK_D = D rounded up to a power of two (>= 16), centres in tiles of BLOCK_K <= 64,
     BLOCK_N = 128 points (64 for fp64 or D > 64); programs: 4 a multiprocessor, at most the
     number of blocks (4 under the interpreter)."""
-    block_d = max(16, triton.next_power_of_2(max(d, 1)))
-    block_k = min(64, max(16, triton.next_power_of_2(max(k, 1))))
+    block_d = max(16, next_power_of_2(max(d, 1)))
+    block_k = min(64, max(16, next_power_of_2(max(k, 1))))
     block_n = 64 if (dtype_is_fp64 or block_d > 64) else 128
     if block_d > 256:
         block_n = 32
     num_warps = 4 if block_n * block_d <= 8192 else 8
-    programs = max(1, min(4 * (n_sm or 1), triton.cdiv(max(n, 1), block_n)))
+    programs = max(1, min(4 * (n_sm or 1), cdiv(max(n, 1), block_n)))
     return dict(BLOCK_N=block_n, BLOCK_D=block_d, BLOCK_K=block_k, num_warps=num_warps), programs

@@ -4,6 +4,7 @@ the caller without a host synchronisation)."""
 
 import triton
 import triton.language as tl
+from ._host import cdiv, next_power_of_2
 
 
 @triton.jit
@@ -20,6 +21,6 @@ def _one_hot_kernel(LABELS, OUT, N, C, BLOCK_N: tl.constexpr, BLOCK_C: tl.conste
 
 def launch_config(n, c):
     """(meta, grid) for N labels and C classes: tiles of 64 x up-to-128 int64 (64 KiB)."""
-    block_c = min(triton.next_power_of_2(max(c, 1)), 128)
+    block_c = min(next_power_of_2(max(c, 1)), 128)
     block_n = 64
-    return dict(BLOCK_N=block_n, BLOCK_C=block_c, num_warps=4), (triton.cdiv(n, block_n), triton.cdiv(c, block_c))
+    return dict(BLOCK_N=block_n, BLOCK_C=block_c, num_warps=4), (cdiv(n, block_n), cdiv(c, block_c))

@@ -16,6 +16,7 @@ its tiles kept in L2 (evict_last) for the second pass, which then streams (evict
 
 import triton
 import triton.language as tl
+from ._host import cdiv, next_power_of_2
 
 # Largest tile (elements) one program holds; beyond it the online two-pass loop is used.
 MAX_TILE = 8192
@@ -125,13 +126,13 @@ def launch_config(outer, length, inner):
     (e.g. 4096 fp32 = 16 KiB in registers across 8 warps), longer rows loop over 4096-tiles.
     Columns: up to 64 contiguous columns per program so each tile row is a coalesced load.
     """
-    block_i = 1 if inner == 1 else min(triton.next_power_of_2(inner), 64)
-    block_l_full = triton.next_power_of_2(max(length, 1))
+    block_i = 1 if inner == 1 else min(next_power_of_2(inner), 64)
+    block_l_full = next_power_of_2(max(length, 1))
     single = block_l_full * block_i <= MAX_TILE
     block_l = block_l_full if single else max(MAX_TILE // 2 // block_i, 1)
     tile = block_l * block_i
     num_warps = 16 if tile >= 8192 else 8 if tile >= 2048 else 4 if tile >= 512 else 1
-    grid = (outer * triton.cdiv(inner, block_i),)
+    grid = (outer * cdiv(inner, block_i),)
     return dict(BLOCK_L=block_l, BLOCK_I=block_i, SINGLE_TILE=single, num_warps=num_warps), grid
 
 
@@ -235,12 +236,12 @@ def rows_launch_config(n_rows, length, elem_bytes=4, tile_bytes=None, num_warps=
     so, against 65-74% with 2048-8192-element tiles: the bigger tile keeps fewer rows in flight,
     so the second pass finds its row in L2. ``num_warps`` otherwise: one for each 128 elements
     of the tile (4 fp32 a thread, one 16-byte vector), 4 to 16."""
-    block_full = triton.next_power_of_2(max(length, 1))
+    block_full = next_power_of_2(max(length, 1))
     single = block_full <= MAX_ROW_TILE
     if not single:
         return dict(BLOCK=MAX_ROW_TILE, ROWS=1, SINGLE_TILE=False, num_warps=num_warps or 32), (n_rows,)
     tile_bytes = tile_bytes or 16384
-    rows = max(1, min(tile_bytes // elem_bytes // block_full, triton.next_power_of_2(max(n_rows, 1))))
+    rows = max(1, min(tile_bytes // elem_bytes // block_full, next_power_of_2(max(n_rows, 1))))
     if num_warps is None:
         num_warps = max(4, min(16, block_full * rows // 128 // max(1, 4 // elem_bytes)))
-    return dict(BLOCK=block_full, ROWS=rows, SINGLE_TILE=True, num_warps=num_warps), (triton.cdiv(n_rows, rows),)
+    return dict(BLOCK=block_full, ROWS=rows, SINGLE_TILE=True, num_warps=num_warps), (cdiv(n_rows, rows),)

@@ -22,10 +22,17 @@ def _triton_importable() -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=None)
+def _cuda_built() -> bool:
+    return bool(_C.build_info()["cuda_built"])
+
+
 def gpu_backend(op: str) -> str:
     """'triton' or 'cuda' for a CUDA tensor reaching ``op``; RuntimeError when neither runs."""
     wanted = os.environ.get("FASTLEARN_GPU_BACKEND", "auto").lower()
-    cuda_built = bool(_C.build_info()["cuda_built"])
+    if wanted == "auto" and _triton_importable():  # the common case, first: a small op's call counts
+        return "triton"
+    cuda_built = _cuda_built()
     if wanted not in ("auto", "triton", "cuda"):
         raise ValueError(f"FASTLEARN_GPU_BACKEND must be 'auto', 'triton' or 'cuda', got {wanted!r}.")
     if wanted in ("auto", "triton") and _triton_importable():

@@ -15,7 +15,7 @@ from torch.library import triton_op, wrap_triton
 from fastlearn import _C
 from fastlearn._buffer import view
 from fastlearn.ops._device import _triton_importable
-from fastlearn.ops._eager import direct_cpu_call_ok
+from fastlearn.ops._eager import direct_cpu_call_ok, direct_gpu_call_ok, eager_triton
 
 __all__ = ["diffusion_step", "philox_randn"]
 
@@ -124,6 +124,10 @@ def _diffusion_step(x: torch.Tensor, m: torch.Tensor, u: Optional[torch.Tensor],
                     seed_t: Optional[torch.Tensor], seed: int, offset: int) -> tuple[torch.Tensor, torch.Tensor]:
     if x.device.type == "cpu":
         return torch.ops.fastlearn.diffusion_step_cpu(x, m, u, coeffs, step_t, step, w, r, clip, seed_t, seed, offset)
+    return _step_gpu_kernel(x, m, u, coeffs, step_t, step, w, r, clip, seed_t, seed, offset)
+
+
+def _step_gpu_kernel(x, m, u, coeffs, step_t, step, w, r, clip, seed_t, seed, offset):
     prev = torch.empty_like(x)
     x0 = torch.empty_like(x)
     _launch_step_gpu(x, m, u, coeffs, step_t, step, w, r, clip, seed_t, seed, offset, prev, x0)
@@ -308,13 +312,7 @@ def _prepare(sample, model_output, coeffs, step, uncond, guidance_scale, guidanc
 def _direct_ok(args):
     """Whether the kernels may be called without the dispatcher (plain tensors, eager, no grad)."""
     tensors = [a for a in args if type(a) is torch.Tensor or isinstance(a, torch.Tensor)]
-    if tensors[0].is_cpu:
-        return direct_cpu_call_ok(*tensors)
-    if torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack() \
-            or torch._C._is_torch_function_mode_enabled():
-        return False
-    grad = torch.is_grad_enabled()
-    return all(type(t) is torch.Tensor and not (grad and t.requires_grad) for t in tensors)
+    return direct_cpu_call_ok(*tensors) if tensors[0].is_cpu else direct_gpu_call_ok(*tensors)
 
 
 def _write_out(args, out):
@@ -337,7 +335,8 @@ def _write_out(args, out):
         if x.device.type == "cpu":
             _cpu_into(*args, prev, x0)
         else:
-            _launch_step_gpu(*args, prev, x0)
+            with eager_triton():
+                _launch_step_gpu(*args, prev, x0)
     else:
         p, z = torch.ops.fastlearn.diffusion_step(*args)
         prev.copy_(p)
@@ -389,8 +388,11 @@ def diffusion_step(sample: torch.Tensor, model_output: torch.Tensor, coeffs: tor
     args = _prepare(sample, model_output, coeffs, step, uncond, guidance_scale, guidance_rescale, clip, seed, offset)
     if out is not None:
         return _write_out(args, out)
-    if args[0].is_cpu and _direct_ok(args):
-        return _step_cpu_kernel(*args)
+    if _direct_ok(args):
+        if args[0].is_cpu:
+            return _step_cpu_kernel(*args)
+        with eager_triton():
+            return _step_gpu_kernel(*args)
     return torch.ops.fastlearn.diffusion_step(*args)
 
 

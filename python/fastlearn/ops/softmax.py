@@ -10,7 +10,7 @@ from torch.library import triton_op, wrap_triton
 from fastlearn import _C
 from fastlearn._buffer import view
 from fastlearn.ops._device import gpu_backend
-from fastlearn.ops._eager import direct_cpu_call_ok
+from fastlearn.ops._eager import direct_cpu_call_ok, direct_gpu_call_ok, eager_triton
 
 __all__ = ["softmax", "log_softmax"]
 
@@ -76,10 +76,7 @@ def _softmax_cpu_fake(x, dim, log):
     return torch.empty_like(x)
 
 
-@triton_op("fastlearn::softmax", mutates_args=())
-def _softmax(x: torch.Tensor, dim: int, log: bool) -> torch.Tensor:
-    if x.device.type == "cpu":
-        return torch.ops.fastlearn.softmax_cpu(x, dim, log)
+def _softmax_gpu(x, dim, log):
     y = torch.empty_like(x)
     if x.numel() == 0:
         return y
@@ -91,6 +88,13 @@ def _softmax(x: torch.Tensor, dim: int, log: bool) -> torch.Tensor:
         _C.softmax_forward(view(xl, "input"), view(yl, "out"), -1, log)
         y.copy_(yl.movedim(-1, dim))
     return y
+
+
+@triton_op("fastlearn::softmax", mutates_args=())
+def _softmax(x: torch.Tensor, dim: int, log: bool) -> torch.Tensor:
+    if x.device.type == "cpu":
+        return torch.ops.fastlearn.softmax_cpu(x, dim, log)
+    return _softmax_gpu(x, dim, log)
 
 
 @_softmax.register_fake
@@ -184,9 +188,10 @@ def _write_out(x, d, log, out, op):
         out.resize_(x.shape)
     if out.is_contiguous() and direct_cpu_call_ok(x, out):
         _C.softmax_forward(view(x, "input"), view(out, "out"), d, log)
-    elif out.is_contiguous() and x.is_cuda and x.is_contiguous() and gpu_backend(op) == "triton":
+    elif out.is_contiguous() and direct_gpu_call_ok(x, out) and gpu_backend(op) == "triton":
         if x.numel():  # the Triton kernel writes straight into out (no temporary, no copy)
-            _triton_launch("fwd", (x, out), d, log)
+            with eager_triton():
+                _triton_launch("fwd", (x, out), d, log)
     else:
         out.copy_(torch.ops.fastlearn.softmax(x, d, log))
     return out
@@ -206,6 +211,9 @@ def softmax(input: torch.Tensor, dim: int, dtype: torch.dtype | None = None, *,
         return _write_out(x, d, False, out, "softmax")
     if direct_cpu_call_ok(x):
         return _softmax_cpu_kernel(x, d, False)
+    if direct_gpu_call_ok(x):
+        with eager_triton():
+            return _softmax_gpu(x, d, False)
     return torch.ops.fastlearn.softmax(x, d, False)
 
 
@@ -218,4 +226,7 @@ def log_softmax(input: torch.Tensor, dim: int, dtype: torch.dtype | None = None,
         return _write_out(x, d, True, out, "log_softmax")
     if direct_cpu_call_ok(x):
         return _softmax_cpu_kernel(x, d, True)
+    if direct_gpu_call_ok(x):
+        with eager_triton():
+            return _softmax_gpu(x, d, True)
     return torch.ops.fastlearn.softmax(x, d, True)
