@@ -161,6 +161,7 @@ def test_bad_input_errors():
 def test_triton_kernels(triton_device, log, shape, dim):
     from fastlearn.ops.softmax import _triton_launch
 
+    torch.manual_seed(sum(shape) + dim + log)
     x = (torch.randn(shape) * 3).to(triton_device)
     x[0].view(-1)[:3] = -float("inf")
     y = torch.empty_like(x)
@@ -170,7 +171,11 @@ def test_triton_kernels(triton_device, log, shape, dim):
     g = torch.randn(shape).to(triton_device)
     gx = torch.empty_like(x)
     _triton_launch("bwd", (g, y, gx), dim % x.dim(), log)
-    bwd = (ref.log_softmax_backward if log else ref.softmax_backward)(g.double().cpu().numpy(), exact, dim)
+    # The backward in float64 at the float32 output the kernel was given: measured at the exact
+    # output instead, the rounding of y alone moves a 5-element gradient by up to 4e-4 relative
+    # (3000 draws), and an H100 run failed at 1.1e-5.
+    bwd = (ref.log_softmax_backward if log else ref.softmax_backward)(g.double().cpu().numpy(),
+                                                                      y.double().cpu().numpy(), dim)
     assert rel_err(gx.cpu(), bwd) < 1e-5
 
 
