@@ -247,6 +247,26 @@ def test_gpu_eager_calls_launch_the_kernel_directly():
     assert len(kernel_side_table.constant_args) == before
 
 
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_gpu_small_eager_calls_like_pytorch(dtype):
+    # Eager calls of at most SMALL_GPU_CALL elements over the last dim take _C's CUDA kernel
+    # (launched from C++); the others the Triton kernels. Both against torch, with rows of
+    # -inf, long rows and out=.
+    from fastlearn.ops.softmax import SMALL_GPU_CALL
+
+    torch.manual_seed(0)
+    for shape in ((32, 1000), (3, 70001), (4, 5, 6), (7,), (SMALL_GPU_CALL // 512 + 1, 512)):
+        x = (torch.randn(shape, device="cuda") * 3).to(dtype)
+        x.view(-1)[:2] = -float("inf")
+        if x.dim() > 1:
+            x[-1] = -float("inf")  # a row of -inf: NaN, as in PyTorch
+        for fl, th, _, _ in FUNCS.values():
+            torch.testing.assert_close(fl(x, -1), th(x, -1), equal_nan=True)
+            out = torch.empty_like(x)
+            torch.testing.assert_close(fl(x, -1, out=out), th(x, -1), equal_nan=True)
+
+
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
 @pytest.mark.parametrize("name", FUNCS)
 def test_out_argument_like_pytorch(name, device):

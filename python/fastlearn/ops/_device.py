@@ -27,6 +27,13 @@ def _cuda_built() -> bool:
     return bool(_C.build_info()["cuda_built"])
 
 
+def cuda_kernels_for_small_calls() -> bool:
+    """Whether a small eager GPU call may take _C's CUDA kernel (launched from C++, about 10 us
+    of host time) instead of a Triton launch from Python (35-65 us): built with CUDA, and
+    FASTLEARN_GPU_BACKEND does not ask for Triton."""
+    return _cuda_built() and os.environ.get("FASTLEARN_GPU_BACKEND", "auto").lower() != "triton"
+
+
 def gpu_backend(op: str) -> str:
     """'triton' or 'cuda' for a CUDA tensor reaching ``op``; RuntimeError when neither runs."""
     wanted = os.environ.get("FASTLEARN_GPU_BACKEND", "auto").lower()

@@ -9,7 +9,7 @@ from torch.library import triton_op, wrap_triton
 
 from fastlearn import _C
 from fastlearn._buffer import view
-from fastlearn.ops._device import gpu_backend
+from fastlearn.ops._device import cuda_kernels_for_small_calls, gpu_backend
 from fastlearn.ops._eager import direct_cpu_call_ok, direct_gpu_call_ok, eager_triton
 
 __all__ = ["softmax", "log_softmax"]
@@ -87,6 +87,27 @@ def _softmax_gpu(x, dim, log):
         yl = torch.empty_like(xl)
         _C.softmax_forward(view(xl, "input"), view(yl, "out"), -1, log)
         y.copy_(yl.movedim(-1, dim))
+    return y
+
+
+# Eager GPU calls (direct_gpu_call_ok) of at most this many elements, over the last dim, take
+# _C's CUDA kernel: the Python call and Triton launch cost more than such a kernel runs.
+SMALL_GPU_CALL = 1 << 20
+
+
+def _gpu_forward_into(x, y, d, log):
+    """An eager GPU forward into y (contiguous, like x); the caller checked direct_gpu_call_ok."""
+    if d == x.dim() - 1 and x.numel() <= SMALL_GPU_CALL and cuda_kernels_for_small_calls():
+        _C.softmax_forward(view(x, "input"), view(y, "out"), -1, log)
+    else:
+        with eager_triton():
+            _triton_launch("fwd", (x, y), d, log)
+
+
+def _softmax_gpu_direct(x, d, log):
+    y = torch.empty_like(x)
+    if x.numel():
+        _gpu_forward_into(x, y, d, log)
     return y
 
 
@@ -189,9 +210,8 @@ def _write_out(x, d, log, out, op):
     if out.is_contiguous() and direct_cpu_call_ok(x, out):
         _C.softmax_forward(view(x, "input"), view(out, "out"), d, log)
     elif out.is_contiguous() and direct_gpu_call_ok(x, out) and gpu_backend(op) == "triton":
-        if x.numel():  # the Triton kernel writes straight into out (no temporary, no copy)
-            with eager_triton():
-                _triton_launch("fwd", (x, out), d, log)
+        if x.numel():  # the kernel writes straight into out (no temporary, no copy)
+            _gpu_forward_into(x, out, d, log)
     else:
         out.copy_(torch.ops.fastlearn.softmax(x, d, log))
     return out
@@ -211,9 +231,8 @@ def softmax(input: torch.Tensor, dim: int, dtype: torch.dtype | None = None, *,
         return _write_out(x, d, False, out, "softmax")
     if direct_cpu_call_ok(x):
         return _softmax_cpu_kernel(x, d, False)
-    if direct_gpu_call_ok(x):
-        with eager_triton():
-            return _softmax_gpu(x, d, False)
+    if direct_gpu_call_ok(x) and gpu_backend("softmax") == "triton":
+        return _softmax_gpu_direct(x, d, False)
     return torch.ops.fastlearn.softmax(x, d, False)
 
 
@@ -226,7 +245,6 @@ def log_softmax(input: torch.Tensor, dim: int, dtype: torch.dtype | None = None,
         return _write_out(x, d, True, out, "log_softmax")
     if direct_cpu_call_ok(x):
         return _softmax_cpu_kernel(x, d, True)
-    if direct_gpu_call_ok(x):
-        with eager_triton():
-            return _softmax_gpu(x, d, True)
+    if direct_gpu_call_ok(x) and gpu_backend("softmax") == "triton":
+        return _softmax_gpu_direct(x, d, True)
     return torch.ops.fastlearn.softmax(x, d, True)
