@@ -22,24 +22,29 @@ except ImportError:  # older torch: launches keep going through the dispatch
     set_wrap_triton_enabled = None
 
 
-def _direct_call_ok(tensors, device_type: str) -> bool:
+def _direct_call_ok(tensors, on_device) -> bool:
     if torch.compiler.is_compiling():  # first: Dynamo folds it to True and traces no further
         return False
     if torch._C._len_torch_dispatch_stack() or torch._C._is_torch_function_mode_enabled():
         return False
     grad = torch.is_grad_enabled()
     for t in tensors:
-        if type(t) is not torch.Tensor or t.device.type != device_type or (grad and t.requires_grad):
+        if type(t) is not torch.Tensor or not on_device(t) or (grad and t.requires_grad):
             return False
     return True
 
 
+# is_cpu / is_cuda: 0.14 us a tensor, against 0.9 us for t.device.type (a device object each time).
+_ON_CPU = torch.Tensor.is_cpu.__get__
+_ON_CUDA = torch.Tensor.is_cuda.__get__
+
+
 def direct_cpu_call_ok(*tensors: torch.Tensor) -> bool:
-    return _direct_call_ok(tensors, "cpu")
+    return _direct_call_ok(tensors, _ON_CPU)
 
 
 def direct_gpu_call_ok(*tensors: torch.Tensor) -> bool:
-    return _direct_call_ok(tensors, "cuda")
+    return _direct_call_ok(tensors, _ON_CUDA)
 
 
 def eager_triton():
