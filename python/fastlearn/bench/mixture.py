@@ -200,7 +200,8 @@ def cases(quick: bool = False) -> list[Case]:
             out.append(_em_case(cov, 100000, 32, 16, dtype, quick=False))
     # Overlapping components: few responsibilities underflow to 0, so the full kernel's scatter
     # runs on every point (the separated case above gathers the nonzero ones first).
-    out.append(_em_case("full", 100000, 32, 16, np.float32, quick=False, spread=0.3))
+    for dtype in (np.float64, np.float32):
+        out.append(_em_case("full", 100000, 32, 16, dtype, quick=False, spread=0.3))
     out.append(_gpu_em_case("full", 1_000_000, 32, 16))  # the target: >= half the fp32 peak
     out.append(_gpu_em_case("diag", 1_000_000, 32, 16))
     for D in (32, 64):
