@@ -227,10 +227,10 @@ def test_gpu_opcheck_and_compile():
 
 @pytest.mark.cuda
 def test_gpu_eager_calls_launch_the_kernel_directly():
-    # Plain eager calls (no autograd, no tracing), with or without out=, launch the Triton
-    # kernel themselves. Through torch's higher-order-op dispatch instead, every launch would
-    # add its constant arguments to torch's kernel side table (which never shrinks) and cost
-    # about 0.7 ms.
+    # Plain eager calls (no autograd, no tracing), with or without out=, launch their kernel
+    # themselves (here: _C's CUDA kernel for the small rows, the Triton kernel for dim 0).
+    # Through torch's higher-order-op dispatch instead, every Triton launch would add its
+    # constant arguments to torch's kernel side table (which never shrinks) and cost ~0.7 ms.
     from torch._higher_order_ops.triton_kernel_wrap import kernel_side_table
 
     x = torch.randn(64, 1000, device="cuda")
