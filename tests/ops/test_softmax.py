@@ -191,6 +191,24 @@ def test_triton_all_neg_inf_row_is_nan(triton_device):
         assert torch.isnan(y[0]).all() and not torch.isnan(y[1]).any()
 
 
+def test_small_gpu_call_route_follows_build_and_backend_choice(monkeypatch):
+    # Small eager GPU softmax calls take _C's CUDA kernel only when it was built and
+    # FASTLEARN_GPU_BACKEND does not ask for Triton; the backend choice itself is unchanged.
+    from fastlearn.ops import _device
+
+    for built, env, want in ((True, None, True), (True, "auto", True), (True, "cuda", True),
+                             (True, "TRITON", False), (False, None, False)):
+        monkeypatch.setattr(_device, "_cuda_built", lambda built=built: built)
+        if env is None:
+            monkeypatch.delenv("FASTLEARN_GPU_BACKEND", raising=False)
+        else:
+            monkeypatch.setenv("FASTLEARN_GPU_BACKEND", env)
+        assert _device.cuda_kernels_for_small_calls() is want, (built, env)
+    monkeypatch.setenv("FASTLEARN_GPU_BACKEND", "fast")
+    with pytest.raises(ValueError, match="FASTLEARN_GPU_BACKEND must be"):
+        _device.gpu_backend("softmax")
+
+
 # --- CUDA (GPU machine only) ------------------------------------------------------------------
 
 @pytest.mark.cuda
