@@ -84,6 +84,7 @@ def _estep_problem(cov, N, D, K, seed=0):
 
 def sweep_estep():
     from fastlearn.kernels.triton import gaussian_estep as tk
+    from fastlearn.kernels.triton._host import cdiv
     from fastlearn.mixture import _gpu
 
     a = torch.randn(8192, 8192, device="cuda")
@@ -104,7 +105,7 @@ def sweep_estep():
             meta, progs = real_config(n, d, k, f64, n_sm=n_sm, slot_budget_bytes=slot_budget_bytes, cov=cov)
             if bn is None:
                 return meta, progs
-            return dict(meta, BLOCK_N=bn, num_warps=warps), max(1, min(mult * (n_sm or 1), triton_cdiv(n, bn)))
+            return dict(meta, BLOCK_N=bn, num_warps=warps), max(1, min(mult * (n_sm or 1), cdiv(n, bn)))
         return cfg
 
     # accuracy of each variant against float64 (N=200k): log-likelihood and scatter
@@ -162,10 +163,6 @@ def sweep_estep_precision():
             t = _ms(lambda: _gpu.estep(X, means, P, log_w, "full", stats=True))
             print(f"estep full D={D} E-part {prec}: {t * 1e3:.0f} us, loglik rel err {e_ll:.1e}")
         _gpu.precision_for_kernel = lambda: "tf32x3"
-
-
-def triton_cdiv(a, b):
-    return -(-a // b)
 
 
 if __name__ == "__main__":

@@ -217,6 +217,19 @@ def _write_out(x, d, log, out, op):
     return out
 
 
+def _forward(input, dim, dtype, out, log, op):
+    """softmax / log_softmax: out= written in place; plain eager tensors straight to the
+    kernels (no dispatcher); everything else through the op (autograd, tracing, modes)."""
+    x, d = _prepare(input, dim, dtype, op)
+    if out is not None:
+        return _write_out(x, d, log, out, op)
+    if direct_cpu_call_ok(x):
+        return _softmax_cpu_kernel(x, d, log)
+    if direct_gpu_call_ok(x) and gpu_backend(op) == "triton":
+        return _softmax_gpu_direct(x, d, log)
+    return torch.ops.fastlearn.softmax(x, d, log)
+
+
 def softmax(input: torch.Tensor, dim: int, dtype: torch.dtype | None = None, *,
             out: torch.Tensor | None = None) -> torch.Tensor:
     """Drop-in for ``torch.softmax(input, dim, dtype=None, *, out=None)``: exp(x - max) / sum
@@ -226,25 +239,11 @@ def softmax(input: torch.Tensor, dim: int, dtype: torch.dtype | None = None, *,
     all ``-inf`` gives NaN, as in PyTorch. Differentiable. The output is contiguous; with
     ``out=`` the result is written into it (no autograd, as in PyTorch).
     """
-    x, d = _prepare(input, dim, dtype, "softmax")
-    if out is not None:
-        return _write_out(x, d, False, out, "softmax")
-    if direct_cpu_call_ok(x):
-        return _softmax_cpu_kernel(x, d, False)
-    if direct_gpu_call_ok(x) and gpu_backend("softmax") == "triton":
-        return _softmax_gpu_direct(x, d, False)
-    return torch.ops.fastlearn.softmax(x, d, False)
+    return _forward(input, dim, dtype, out, False, "softmax")
 
 
 def log_softmax(input: torch.Tensor, dim: int, dtype: torch.dtype | None = None, *,
                 out: torch.Tensor | None = None) -> torch.Tensor:
     """Drop-in for ``torch.log_softmax(input, dim, dtype=None, *, out=None)``:
     x - max - log(sum(exp(x - max)))."""
-    x, d = _prepare(input, dim, dtype, "log_softmax")
-    if out is not None:
-        return _write_out(x, d, True, out, "log_softmax")
-    if direct_cpu_call_ok(x):
-        return _softmax_cpu_kernel(x, d, True)
-    if direct_gpu_call_ok(x) and gpu_backend("softmax") == "triton":
-        return _softmax_gpu_direct(x, d, True)
-    return torch.ops.fastlearn.softmax(x, d, True)
+    return _forward(input, dim, dtype, out, True, "log_softmax")
