@@ -1,9 +1,9 @@
 // CPU kernel of the k-means assignment (see kmeans.h).
 //
 // ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2: the argmin needs only ||c||^2 - 2 x.c, computed
-// by a register tile of 4 points x 3 SIMD vectors of centres over the centres stored
-// transposed (D x Kp, zero-padded; padded centres get +inf norms so they never win). The
-// winner's distance is then recomputed directly as ||x - c||^2, so the inertia does not
+// by register tiles of points x SIMD vectors of centres (see tile_shape) over the centres
+// stored transposed (D x Kp, zero-padded; padded centres get +inf norms so they never win).
+// The winner's distance is then recomputed directly as ||x - c||^2, so the inertia does not
 // suffer the cancellation of the expanded form. Threads own contiguous point ranges and their
 // own float64 cluster sums, added in thread order at the end.
 #include "kmeans.h"
@@ -21,8 +21,6 @@
 namespace fl::cluster {
 namespace {
 
-constexpr int kTileRows = 4;
-constexpr int kTileVecs = 3;
 constexpr int64_t kBlock = 128;  // points per block
 
 template <typename T>
@@ -44,60 +42,121 @@ struct Partial {
   double inertia = 0.0;
 };
 
-template <typename T, int JV>
-FL_ALWAYS_INLINE void dot_tile(const T* x, int64_t D, const T* Ct, int64_t Kp, int64_t j0, const T* cn, T* dist) {
+// Register tiles: ROWS points x JV vectors of centres, ROWS * JV accumulators. An FMA's
+// latency is ~4-5 cycles at two a cycle, so ~10 independent accumulators keep the units busy:
+// few centres take more points a tile (8 x 1, 6 x 2, 4 x 3), many take 3 x 4 groups.
+struct TileShape {
+  int rows, jv;
+};
+inline TileShape tile_shape(int64_t nvec) {
+  if (nvec == 1) return {8, 1};
+  if (nvec == 2) return {6, 2};
+  if (nvec == 3) return {4, 3};
+  if (nvec == 4) return {3, 4};
+  return {4, 3};
+}
+
+template <typename T, int ROWS, int JV>
+FL_ALWAYS_INLINE void dist_tile(const T* x, int64_t D, const T* Ct, int64_t Kp, int64_t j0, const T* cn, T* dist) {
   using V = vec_t<T>;
   constexpr int W = vec_width<T>;
-  V acc[kTileRows][JV];
-  for (int a = 0; a < kTileRows; ++a)
+  V acc[ROWS][JV];
+  for (int a = 0; a < ROWS; ++a)
     for (int v = 0; v < JV; ++v) acc[a][v] = V{};
   for (int64_t i = 0; i < D; ++i) {
     V c[JV];
     for (int v = 0; v < JV; ++v) c[v] = vload(Ct + i * Kp + j0 + v * W);
-    for (int a = 0; a < kTileRows; ++a) {
+    for (int a = 0; a < ROWS; ++a) {
       const T xa = x[a * D + i];
       for (int v = 0; v < JV; ++v) acc[a][v] += xa * c[v];
     }
   }
-  for (int a = 0; a < kTileRows; ++a)
+  for (int a = 0; a < ROWS; ++a)
     for (int v = 0; v < JV; ++v) vstore(dist + a * Kp + j0 + v * W, vload(cn + j0 + v * W) - T(2) * acc[a][v]);
 }
 
+// dist[a, :] = ||c||^2 - 2 x_a . c for the ROWS points at x, all Kp centres.
+template <typename T, int ROWS>
+FL_ALWAYS_INLINE void dist_rows(const T* x, int64_t D, const T* Ct, int64_t Kp, const T* cn, T* dist) {
+  constexpr int W = vec_width<T>;
+  const int64_t nvec = Kp / W;
+  int64_t v = 0;
+  if constexpr (ROWS == 3) {
+    for (; v + 4 <= nvec; v += 4) dist_tile<T, 3, 4>(x, D, Ct, Kp, v * W, cn, dist);
+  }
+  if constexpr (ROWS == 4) {
+    for (; v + 3 < nvec; v += 3) dist_tile<T, 4, 3>(x, D, Ct, Kp, v * W, cn, dist);
+  }
+  switch (nvec - v) {
+    case 0: break;
+    case 1: dist_tile<T, ROWS, 1>(x, D, Ct, Kp, v * W, cn, dist); break;
+    case 2: dist_tile<T, ROWS, 2>(x, D, Ct, Kp, v * W, cn, dist); break;
+    default: dist_tile<T, ROWS, 3>(x, D, Ct, Kp, v * W, cn, dist); break;
+  }
+}
+
+// The smallest lane of v (shuffles and minima, no scalar chain over the lanes).
+FL_ALWAYS_INLINE float vmin_lanes(vec_t<float> v) {
+  vec_t<float> u = __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3);
+  v = u < v ? u : v;
+  u = __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5);
+  v = u < v ? u : v;
+  return v[1] < v[0] ? v[1] : v[0];
+}
+FL_ALWAYS_INLINE double vmin_lanes(vec_t<double> v) {
+  const vec_t<double> u = __builtin_shufflevector(v, v, 2, 3, 0, 1);
+  v = u < v ? u : v;
+  return v[1] < v[0] ? v[1] : v[0];
+}
+
+// ||x - c||^2 over D features, in vectors of W (then the tail).
 template <typename T>
-FL_ALWAYS_INLINE void run_blocks(const Plan<T>& p, int64_t blk0, int64_t blk1, Partial& part) {
+FL_ALWAYS_INLINE T squared_distance(const T* x, const T* c, int64_t D) {
+  using V = vec_t<T>;
+  constexpr int W = vec_width<T>;
+  V acc = V{};
+  int64_t i = 0;
+  for (; i + W <= D; i += W) {
+    const V d = vload(x + i) - vload(c + i);
+    acc += d * d;
+  }
+  T s = vsum<T>(acc);
+  for (; i < D; ++i) s += (x[i] - c[i]) * (x[i] - c[i]);
+  return s;
+}
+
+template <typename T, int ROWS>
+FL_ALWAYS_INLINE void run_blocks_rows(const Plan<T>& p, int64_t blk0, int64_t blk1, Partial& part) {
+  using V = vec_t<T>;
   constexpr int W = vec_width<T>;
   const int64_t N = p.N, D = p.D, K = p.K, Kp = p.Kp, nvec = Kp / W;
-  std::vector<T> pad(static_cast<size_t>(kTileRows * D), T(0)), dist(static_cast<size_t>(kTileRows * Kp));
+  std::vector<T> pad(static_cast<size_t>(ROWS * D), T(0)), dist(static_cast<size_t>(ROWS * Kp));
+  // This thread's sums, counts and inertia, added to `part` at the end: the Partials of all
+  // threads sit side by side, and a per-point write there shared cache lines between cores.
+  double inertia = 0.0;
+  std::vector<double> sums(p.stats ? static_cast<size_t>(K * D) : 0, 0.0), counts(p.stats ? static_cast<size_t>(K) : 0, 0.0);
   for (int64_t blk = blk0; blk < blk1; ++blk) {
     const int64_t n0 = blk * kBlock, nb = std::min(kBlock, N - n0);
-    for (int64_t a0 = 0; a0 < nb; a0 += kTileRows) {
-      const int64_t rows = std::min<int64_t>(kTileRows, nb - a0);
+    for (int64_t a0 = 0; a0 < nb; a0 += ROWS) {
+      const int64_t rows = std::min<int64_t>(ROWS, nb - a0);
       const T* x = p.X + (n0 + a0) * D;
-      if (rows < kTileRows) {  // the block's tail: copy into a zero-padded tile
+      if (rows < ROWS) {  // the block's tail: copy into a zero-padded tile
         std::fill(pad.begin(), pad.end(), T(0));
         std::copy(x, x + rows * D, pad.begin());
         x = pad.data();
       }
-      for (int64_t v = 0; v < nvec; v += kTileVecs) {
-        switch (std::min<int64_t>(kTileVecs, nvec - v)) {
-          case 3: dot_tile<T, 3>(x, D, p.Ct.data(), Kp, v * W, p.cnorm.data(), dist.data()); break;
-          case 2: dot_tile<T, 2>(x, D, p.Ct.data(), Kp, v * W, p.cnorm.data(), dist.data()); break;
-          default: dot_tile<T, 1>(x, D, p.Ct.data(), Kp, v * W, p.cnorm.data(), dist.data()); break;
-        }
-      }
+      dist_rows<T, ROWS>(x, D, p.Ct.data(), Kp, p.cnorm.data(), dist.data());
       for (int64_t a = 0; a < rows; ++a) {
         // Branch-free argmin: the smallest value by vector minima (padding is +inf), then the
         // first index holding it by a min-reduction over indices (the first of ties, as a
         // scalar scan with strict < would pick); no data-dependent branch to mispredict.
         const T* d = dist.data() + a * Kp;
-        using V = vec_t<T>;
         V mv = vload(d);
         for (int64_t v = 1; v < nvec; ++v) {
           const V dv = vload(d + v * W);
           mv = dv < mv ? dv : mv;
         }
-        T bd = mv[0];
-        for (int l = 1; l < W; ++l) bd = mv[l] < bd ? mv[l] : bd;
+        const T bd = vmin_lanes(mv);
         int32_t first = static_cast<int32_t>(Kp);
 #pragma omp simd reduction(min : first)
         for (int32_t k = 0; k < static_cast<int32_t>(Kp); ++k) {
@@ -107,24 +166,33 @@ FL_ALWAYS_INLINE void run_blocks(const Plan<T>& p, int64_t blk0, int64_t blk1, P
         const int64_t best = std::min<int64_t>(first, K - 1);  // K - 1 only if every distance overflowed
         const int64_t n = n0 + a0 + a;
         const T* xn = p.X + n * D;
-        T s = 0;
-        if (p.exact) {  // the winner's distance recomputed directly (no cancellation)
-          const T* c = p.C + best * D;
-#pragma omp simd reduction(+ : s)
-          for (int64_t i = 0; i < D; ++i) s += (xn[i] - c[i]) * (xn[i] - c[i]);
-        }
+        // The winner's distance recomputed directly (no cancellation), when wanted.
+        const T s = p.exact ? squared_distance(xn, p.C + best * D, D) : T(0);
         p.labels[n] = best;
         if (p.min_dist) p.min_dist[n] = s;
         const double wn = static_cast<double>(p.w[n]);
-        if (p.exact) part.inertia += wn * static_cast<double>(s);
+        inertia += wn * static_cast<double>(s);
         if (p.stats) {
-          double* sum = part.sums.data() + best * D;
+          double* sum = sums.data() + best * D;
 #pragma omp simd
           for (int64_t i = 0; i < D; ++i) sum[i] += wn * static_cast<double>(xn[i]);
-          part.counts[best] += wn;
+          counts[static_cast<size_t>(best)] += wn;
         }
       }
     }
+  }
+  part.inertia += inertia;
+  for (size_t j = 0; j < sums.size(); ++j) part.sums[j] += sums[j];
+  for (size_t k = 0; k < counts.size(); ++k) part.counts[k] += counts[k];
+}
+
+template <typename T>
+FL_ALWAYS_INLINE void run_blocks(const Plan<T>& p, int64_t blk0, int64_t blk1, Partial& part) {
+  switch (tile_shape(p.Kp / vec_width<T>).rows) {
+    case 8: run_blocks_rows<T, 8>(p, blk0, blk1, part); break;
+    case 6: run_blocks_rows<T, 6>(p, blk0, blk1, part); break;
+    case 4: run_blocks_rows<T, 4>(p, blk0, blk1, part); break;
+    default: run_blocks_rows<T, 3>(p, blk0, blk1, part); break;
   }
 }
 

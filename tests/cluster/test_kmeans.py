@@ -127,15 +127,18 @@ def test_torch_input_and_save_load(tmp_path):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("K", [1, 7, 40])
-def test_assignment_is_the_first_nearest_centre(dtype, K):
-    # The kernel's branch-free argmin against a float64 brute force: K below, at and above one
-    # register tile of centres, and exact ties (a duplicated centre: the first copy must win,
-    # as in scikit-learn's strict-< scan).
+@pytest.mark.parametrize("K", [1, 7, 12, 16, 24, 32, 40, 57])
+@pytest.mark.parametrize("N,D", [(1001, 6), (1000, 11)])
+def test_assignment_is_the_first_nearest_centre(dtype, K, N, D):
+    # The kernel's branch-free argmin against a float64 brute force. K covers every register
+    # tile shape (1 to 4 SIMD vectors of centres, and 5 or more with each remainder) in both
+    # dtypes; N leaves a partial tile of points for each tile height; D a partial SIMD vector
+    # in the recomputed distance. Exact ties (a duplicated centre): the first copy must win,
+    # as in scikit-learn's strict-< scan.
     from fastlearn.cluster._kmeans import _assign
 
     rng = np.random.default_rng(K)
-    X = rng.integers(-4, 5, size=(1001, 6)).astype(dtype)  # small integers: exact distances
+    X = rng.integers(-4, 5, size=(N, D)).astype(dtype)  # small integers: exact distances
     C = X[rng.choice(len(X), K, replace=False)].copy()
     if K > 1:
         C[K - 1] = C[0]  # a tie between centre 0 and centre K-1 for every point
