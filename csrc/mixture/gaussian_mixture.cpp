@@ -13,9 +13,9 @@
 // 2. per point, a log-sum-exp over the K values in w (exp computed once: they become the
 //    responsibilities), vectorised over the block's points.
 // 3. the statistics nk += sum r, s1 += sum r (x - mu_k), s2 += sum r (x - mu_k)(x - mu_k)^T.
-//    full: rxT = r (XT - mu_k) once, then the upper triangle of s2 in 3 x 3 register tiles over
-//    the block's point vectors (centring the other operand on the fly), each reduced across
-//    the lanes once a block before it meets the float64 accumulator.
+//    full: Y = sqrt(r) (XT - mu_k) once, then the upper triangle of s2 = Y Y^T in 4 x 3
+//    register tiles over the block's point vectors, each reduced across the lanes once a
+//    block before it meets the float64 accumulator.
 // The scatter is taken about the current mean mu_k rather than zero, so large offsets in the
 // data do not cancel; the M-step (Python) moves it to the new mean exactly.
 #include "gaussian_mixture.h"
@@ -288,22 +288,20 @@ FL_ALWAYS_INLINE void hsum4(vec_t<double> a, vec_t<double> b, vec_t<double> c, v
   out[0] = s[0], out[1] = s[1], out[2] = s[2], out[3] = s[3];
 }
 
-// S[i0 + a, j0 + c] += sum_n rxT[i0 + a, n] (XT[j0 + c, n] - mu[j0 + c]) over the block's npv
-// point vectors (rxT = r (XT - mu), the responsibilities times the centred block).
+// S[i0 + a, j0 + c] += sum_n Y[i0 + a, n] Y[j0 + c, n] over the block's npv point vectors,
+// Y = sqrt(r) (XT - mu) (so Y Y^T = sum r (x - mu)(x - mu)^T: both operands are one array,
+// read as they are, with no centring in the loop).
 template <typename T, int SI, int SJ>
-FL_ALWAYS_INLINE void full_stile(const T* rxT, const T* XT, int64_t ldx, const T* mu, int64_t npv, int64_t i0,
-                                 int64_t j0, double* S, int64_t lds) {
+FL_ALWAYS_INLINE void full_stile(const T* Y, int64_t ldx, int64_t npv, int64_t i0, int64_t j0, double* S, int64_t lds) {
   using V = vec_t<T>;
   constexpr int W = vec_width<T>;
   V acc[SI * SJ + 3];
   for (int e = 0; e < SI * SJ + 3; ++e) acc[e] = V{};
-  T m[SJ];
-  for (int c = 0; c < SJ; ++c) m[c] = mu[j0 + c];
   for (int64_t v = 0; v < npv; ++v) {
     V xj[SJ];
-    for (int c = 0; c < SJ; ++c) xj[c] = vload(XT + (j0 + c) * ldx + v * W) - m[c];
+    for (int c = 0; c < SJ; ++c) xj[c] = vload(Y + (j0 + c) * ldx + v * W);
     for (int a = 0; a < SI; ++a) {
-      const V ri = vload(rxT + (i0 + a) * ldx + v * W);
+      const V ri = vload(Y + (i0 + a) * ldx + v * W);
       for (int c = 0; c < SJ; ++c) acc[a * SJ + c] += ri * xj[c];
     }
   }
@@ -318,16 +316,64 @@ FL_ALWAYS_INLINE void full_stile(const T* rxT, const T* XT, int64_t ldx, const T
 }
 
 template <typename T, int SI>
-FL_ALWAYS_INLINE void full_srow(const T* rxT, const T* XT, int64_t ldx, const T* mu, int64_t npv, int64_t i0,
-                                int64_t D, double* S, int64_t lds) {
+FL_ALWAYS_INLINE void full_srow(const T* Y, int64_t ldx, int64_t npv, int64_t i0, int64_t D, double* S, int64_t lds) {
   int64_t j0 = i0;
-  for (; j0 + kSJ <= D; j0 += kSJ) full_stile<T, SI, kSJ>(rxT, XT, ldx, mu, npv, i0, j0, S, lds);
+  for (; j0 + kSJ <= D; j0 += kSJ) full_stile<T, SI, kSJ>(Y, ldx, npv, i0, j0, S, lds);
   switch (D - j0) {
-    case 3: full_stile<T, SI, 3>(rxT, XT, ldx, mu, npv, i0, j0, S, lds); break;
-    case 2: full_stile<T, SI, 2>(rxT, XT, ldx, mu, npv, i0, j0, S, lds); break;
-    case 1: full_stile<T, SI, 1>(rxT, XT, ldx, mu, npv, i0, j0, S, lds); break;
+    case 3: full_stile<T, SI, 3>(Y, ldx, npv, i0, j0, S, lds); break;
+    case 2: full_stile<T, SI, 2>(Y, ldx, npv, i0, j0, S, lds); break;
+    case 1: full_stile<T, SI, 1>(Y, ldx, npv, i0, j0, S, lds); break;
     default: break;
   }
+}
+
+// W x W tiles transposed in registers (the lanes of each row regrouped by shuffles).
+FL_ALWAYS_INLINE void transpose_tile(vec_t<float>* r) {
+  using V = vec_t<float>;
+  V t[8], u[8];
+  for (int q = 0; q < 8; q += 2) {
+    t[q] = __builtin_shufflevector(r[q], r[q + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+    t[q + 1] = __builtin_shufflevector(r[q], r[q + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+  }
+  for (int q = 0; q < 8; q += 4)
+    for (int h = 0; h < 2; ++h) {
+      u[q + h] = __builtin_shufflevector(t[q + h], t[q + h + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+      u[q + h + 2] = __builtin_shufflevector(t[q + h], t[q + h + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+    }
+  // u[0]: column 0 (rows 0-3) and column 4 (rows 0-3); u[4]: the same for rows 4-7; and so on
+  const int order[4] = {0, 2, 1, 3};
+  for (int c = 0; c < 4; ++c) {
+    r[c] = __builtin_shufflevector(u[order[c]], u[order[c] + 4], 0, 1, 2, 3, 8, 9, 10, 11);
+    r[c + 4] = __builtin_shufflevector(u[order[c]], u[order[c] + 4], 4, 5, 6, 7, 12, 13, 14, 15);
+  }
+}
+FL_ALWAYS_INLINE void transpose_tile(vec_t<double>* r) {
+  using V = vec_t<double>;
+  const V t0 = __builtin_shufflevector(r[0], r[1], 0, 4, 2, 6), t1 = __builtin_shufflevector(r[0], r[1], 1, 5, 3, 7);
+  const V t2 = __builtin_shufflevector(r[2], r[3], 0, 4, 2, 6), t3 = __builtin_shufflevector(r[2], r[3], 1, 5, 3, 7);
+  r[0] = __builtin_shufflevector(t0, t2, 0, 1, 4, 5);
+  r[1] = __builtin_shufflevector(t1, t3, 0, 1, 4, 5);
+  r[2] = __builtin_shufflevector(t0, t2, 2, 3, 6, 7);
+  r[3] = __builtin_shufflevector(t1, t3, 2, 3, 6, 7);
+}
+
+// XT[i, a] = X[a, i] for the block's nb points (X: rows of D), XT with rows of ldt.
+template <typename T>
+FL_ALWAYS_INLINE void transpose_block(const T* X, int64_t D, int64_t nb, T* XT, int64_t ldt) {
+  using V = vec_t<T>;
+  constexpr int W = vec_width<T>;
+  const int64_t nbw = nb / W * W, Dw = D / W * W;
+  for (int64_t a0 = 0; a0 < nbw; a0 += W)
+    for (int64_t i0 = 0; i0 < Dw; i0 += W) {
+      V r[W];
+      for (int q = 0; q < W; ++q) r[q] = vload(X + (a0 + q) * D + i0);
+      transpose_tile(r);
+      for (int q = 0; q < W; ++q) vstore(XT + (i0 + q) * ldt + a0, r[q]);
+    }
+  for (int64_t i = Dw; i < D; ++i)  // the features past the last whole tile
+    for (int64_t a = 0; a < nbw; ++a) XT[i * ldt + a] = X[a * D + i];
+  for (int64_t i = 0; i < D; ++i)  // the points past it
+    for (int64_t a = nbw; a < nb; ++a) XT[i * ldt + a] = X[a * D + i];
 }
 
 // kFull: the full-covariance path (compiled apart from the others, see run_full_f32).
@@ -344,20 +390,16 @@ FL_ALWAYS_INLINE void run_blocks(const Plan<T>& p, int64_t blk0, int64_t blk1, P
   std::vector<T> rt(diag ? static_cast<size_t>(B * p.Kq) : 0);
   constexpr bool full = kFull;
   const int64_t Dq = p.Dq;
-  // full: the block transposed (XT) and, per component, r (XT - mu_k) (rxT), both Dq x B; the
-  // rows past D stay zero.
-  std::vector<T> XT(full ? static_cast<size_t>(Dq * B) : 0), rxT(XT.size(), T(0));
+  // full: the block transposed (XT) and, per component, sqrt(r) (XT - mu_k) (Y), both Dq x B;
+  // the rows past D stay zero. srk: sqrt(r) of the component's points.
+  std::vector<T> XT(full ? static_cast<size_t>(Dq * B) : 0), Y(XT.size(), T(0)), srk(full ? static_cast<size_t>(B) : 0);
   // full: the block's points of nonzero responsibility, gathered (XTc, rc; see step 3)
   std::vector<T> XTc(XT.size(), T(0)), rc(full ? static_cast<size_t>(B) : 0);
   for (int64_t blk = blk0; blk < blk1; ++blk) {
     const int64_t n0 = blk * B, nb = std::min(B, N - n0), nbp = round_up(nb, full ? kPV * W : kTileRows);
     // 1. w[k, a] = offset_k - ||(x_a - mu_k) P_k||^2 / 2
     if constexpr (kFull) {
-      for (int64_t i = 0; i < D; ++i) {  // contiguous stores, strided loads
-        const T* x = p.X + n0 * D + i;
-        T* o = XT.data() + i * B;
-        for (int64_t a = 0; a < nb; ++a) o[a] = x[a * D];
-      }
+      transpose_block(p.X + n0 * D, D, nb, XT.data(), B);
       for (int64_t i = 0; i < D; ++i)
         for (int64_t a = nb; a < nbp; ++a) XT[i * B + a] = T(0);
       for (int64_t k = 0; k < K; ++k) {
@@ -507,27 +549,29 @@ FL_ALWAYS_INLINE void run_blocks(const Plan<T>& p, int64_t blk0, int64_t blk1, P
           rk = rc.data();
           npv = Mp / W;
         }
+        T* sr = srk.data();
+#pragma omp simd
+        for (int64_t a = 0; a < npv * W; ++a) sr[a] = std::sqrt(rk[a]);
         for (int64_t i = 0; i < D; ++i) {
           const T m = mu[i];
           const T* xi = XTk + i * B;
-          T* ri = rxT.data() + i * B;
+          T* yi = Y.data() + i * B;
           T sv = 0;
 #pragma omp simd reduction(+ : sv)
           for (int64_t a = 0; a < npv * W; ++a) {
-            const T rx = rk[a] * (xi[a] - m);
-            ri[a] = rx;
-            sv += rx;
+            const T xc = xi[a] - m;
+            yi[a] = sr[a] * xc;
+            sv += rk[a] * xc;
           }
           s1[i] += static_cast<double>(sv);
         }
         double* S = part.s2.data() + k * Dq * Dq;
-        const T* mk = p.mq.data() + k * Dq;
         int64_t i0 = 0;
-        for (; i0 + kSI <= D; i0 += kSI) full_srow<T, kSI>(rxT.data(), XTk, B, mk, npv, i0, D, S, Dq);
+        for (; i0 + kSI <= D; i0 += kSI) full_srow<T, kSI>(Y.data(), B, npv, i0, D, S, Dq);
         switch (D - i0) {
-          case 3: full_srow<T, 3>(rxT.data(), XTk, B, mk, npv, i0, D, S, Dq); break;
-          case 2: full_srow<T, 2>(rxT.data(), XTk, B, mk, npv, i0, D, S, Dq); break;
-          case 1: full_srow<T, 1>(rxT.data(), XTk, B, mk, npv, i0, D, S, Dq); break;
+          case 3: full_srow<T, 3>(Y.data(), B, npv, i0, D, S, Dq); break;
+          case 2: full_srow<T, 2>(Y.data(), B, npv, i0, D, S, Dq); break;
+          case 1: full_srow<T, 1>(Y.data(), B, npv, i0, D, S, Dq); break;
           default: break;
         }
       } else if (!diag) {  // tied: first moments only
