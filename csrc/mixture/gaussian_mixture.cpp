@@ -552,18 +552,27 @@ FL_ALWAYS_INLINE void run_blocks(const Plan<T>& p, int64_t blk0, int64_t blk1, P
         T* sr = srk.data();
 #pragma omp simd
         for (int64_t a = 0; a < npv * W; ++a) sr[a] = std::sqrt(rk[a]);
+        // Y and s1 += sum r (x - mu); the sum runs in three accumulators: with one, each
+        // vector waited on the previous FMA's latency (this loop was ~13% of a dense f32 pass).
         for (int64_t i = 0; i < D; ++i) {
-          const T m = mu[i];
+          using V = vec_t<T>;
+          const V m = vsplat(mu[i]);
           const T* xi = XTk + i * B;
           T* yi = Y.data() + i * B;
-          T sv = 0;
-#pragma omp simd reduction(+ : sv)
-          for (int64_t a = 0; a < npv * W; ++a) {
-            const T xc = xi[a] - m;
-            yi[a] = sr[a] * xc;
-            sv += rk[a] * xc;
+          V acc[3] = {};
+          int64_t v = 0;
+          for (; v + 3 <= npv; v += 3)
+            for (int u = 0; u < 3; ++u) {
+              const V xc = vload(xi + (v + u) * W) - m;
+              vstore(yi + (v + u) * W, vload(sr + (v + u) * W) * xc);
+              acc[u] += vload(rk + (v + u) * W) * xc;
+            }
+          for (; v < npv; ++v) {
+            const V xc = vload(xi + v * W) - m;
+            vstore(yi + v * W, vload(sr + v * W) * xc);
+            acc[0] += vload(rk + v * W) * xc;
           }
-          s1[i] += static_cast<double>(sv);
+          s1[i] += static_cast<double>(vsum<T>(acc[0] + acc[1] + acc[2]));
         }
         double* S = part.s2.data() + k * Dq * Dq;
         int64_t i0 = 0;
