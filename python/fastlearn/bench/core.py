@@ -43,10 +43,10 @@ def _sync(device: str) -> None:
 
 
 def measure(fn: Callable[[Any], Any], inputs: Any, device: str = "cpu", min_time: float = 0.15,
-            repeats: int = 5, max_time: float = 20.0) -> float:
-    """Median seconds per call: warm up once, time one call, then ``repeats`` timed batches of
-    enough calls to last ``min_time`` each (one call per batch when a call is slower than
-    that). The batch size comes from the second call: the first one may compile (Triton,
+            repeats: int = 5, max_time: float = 20.0, best: bool = False) -> float:
+    """Median seconds per call (the fastest batch's with ``best``, for peaks): warm up once,
+    time one call, then ``repeats`` timed batches of enough calls to last ``min_time`` each
+    (one call per batch when a call is slower than that). The batch size comes from the second call: the first one may compile (Triton,
     torch.compile), and sized from it the batches would be single calls, each paying the
     launch and the synchronisation that back-to-back calls overlap with the GPU's work."""
     fn(inputs)
@@ -64,7 +64,7 @@ def measure(fn: Callable[[Any], Any], inputs: Any, device: str = "cpu", min_time
             fn(inputs)
         _sync(device)
         samples.append((time.perf_counter() - t0) / number)
-    return statistics.median(samples)
+    return min(samples) if best else statistics.median(samples)
 
 
 _PEAKS: dict[str, dict] = {}
@@ -72,31 +72,34 @@ _PEAKS: dict[str, dict] = {}
 
 def machine_peaks(device: str = "cpu") -> dict:
     """Measured once per process: memory bandwidth (bytes read + written per second of a large
-    copy) and matrix-product FLOP/s in float32 and float64 (bf16 too on GPU)."""
+    copy) and matrix-product FLOP/s in float32 and float64 (bf16 too on GPU). Each is the best
+    of 7 timed batches: a peak is what the machine can do, and on a shared machine a median
+    caught a busy moment (one run measured 86 GFLOP/s f32 for 131-153 in others, and put
+    EM iterations at 155% of it)."""
     if device in _PEAKS:
         return _PEAKS[device]
     if device == "cpu":
         n = 64 << 20  # 256 MiB of float32: far beyond any cache
         src = torch.randn(n // 4 * 4 // 4)
         dst = torch.empty_like(src)
-        t = measure(lambda _: dst.copy_(src), None, repeats=5)
+        t = measure(lambda _: dst.copy_(src), None, repeats=7, best=True)
         bw = 2 * src.numel() * 4 / t
         peaks = {"bandwidth": bw}
         for dt, size in (("float32", 1536), ("float64", 1024)):
             a = torch.randn(size, size, dtype=getattr(torch, dt))
             b = torch.randn(size, size, dtype=getattr(torch, dt))
-            t = measure(lambda _: a @ b, None, repeats=3)
+            t = measure(lambda _: a @ b, None, repeats=7, best=True)
             peaks[f"flops_{dt}"] = 2 * size**3 / t
     else:
         n = 1 << 28
         src = torch.randn(n, device=device)
         dst = torch.empty_like(src)
-        t = measure(lambda _: dst.copy_(src), None, device=device)
+        t = measure(lambda _: dst.copy_(src), None, device=device, repeats=7, best=True)
         peaks = {"bandwidth": 2 * n * 4 / t}
         for dt in ("float32", "float64", "bfloat16"):
             size = 8192 if dt != "float64" else 4096
             a = torch.randn(size, size, device=device, dtype=getattr(torch, dt))
-            t = measure(lambda _: a @ a, None, device=device, repeats=3)
+            t = measure(lambda _: a @ a, None, device=device, repeats=7, best=True)
             peaks[f"flops_{dt}"] = 2 * size**3 / t
     _PEAKS[device] = peaks
     return peaks
