@@ -131,10 +131,11 @@ FL_ALWAYS_INLINE void run_blocks_rows(const Plan<T>& p, int64_t blk0, int64_t bl
   constexpr int W = vec_width<T>;
   const int64_t N = p.N, D = p.D, K = p.K, Kp = p.Kp, nvec = Kp / W;
   std::vector<T> pad(static_cast<size_t>(ROWS * D), T(0)), dist(static_cast<size_t>(ROWS * Kp));
-  // This thread's sums, counts and inertia, added to `part` at the end: the Partials of all
-  // threads sit side by side, and a per-point write there shared cache lines between cores.
+  // This thread's inertia and counts, added to `part` at the end: the threads' Partials (and
+  // their small counts arrays) sit side by side, so per-point writes there shared cache lines
+  // between cores. The sums (K x D) are written in place.
   double inertia = 0.0;
-  std::vector<double> sums(p.stats ? static_cast<size_t>(K * D) : 0, 0.0), counts(p.stats ? static_cast<size_t>(K) : 0, 0.0);
+  std::vector<double> counts(p.stats ? static_cast<size_t>(K) : 0, 0.0);
   for (int64_t blk = blk0; blk < blk1; ++blk) {
     const int64_t n0 = blk * kBlock, nb = std::min(kBlock, N - n0);
     for (int64_t a0 = 0; a0 < nb; a0 += ROWS) {
@@ -173,7 +174,7 @@ FL_ALWAYS_INLINE void run_blocks_rows(const Plan<T>& p, int64_t blk0, int64_t bl
         const double wn = static_cast<double>(p.w[n]);
         inertia += wn * static_cast<double>(s);
         if (p.stats) {
-          double* sum = sums.data() + best * D;
+          double* sum = part.sums.data() + best * D;
 #pragma omp simd
           for (int64_t i = 0; i < D; ++i) sum[i] += wn * static_cast<double>(xn[i]);
           counts[static_cast<size_t>(best)] += wn;
@@ -182,7 +183,6 @@ FL_ALWAYS_INLINE void run_blocks_rows(const Plan<T>& p, int64_t blk0, int64_t bl
     }
   }
   part.inertia += inertia;
-  for (size_t j = 0; j < sums.size(); ++j) part.sums[j] += sums[j];
   for (size_t k = 0; k < counts.size(); ++k) part.counts[k] += counts[k];
 }
 
