@@ -2,10 +2,10 @@
 triangular product, 4x3 scatter tiles of sqrt(r)(x - mu), gathered scatter when most
 responsibilities are exactly 0) against a float64 NumPy re-implementation of its equations:
 log-likelihoods, labels and the statistics nk, s1, s2 about the given means. Odd D hit every
-padding and remainder tile (D % 4, D % 3, and D % 8 / D % 4 of the transpose); N spans
-several blocks and a partial last block (and partial transpose tiles); separated components send most (point, component)
-pairs through the gathered path, overlapping ones through the dense one; a precision factor
-that is not upper triangular takes the all-rows product."""
+padding and remainder tile (D % 4, D % 3, and D % 8 / D % 4 of the transpose); N spans several
+blocks and a partial last block (and partial transpose tiles); separated components send most
+(point, component) pairs through the gathered path, overlapping ones through the dense one; a
+precision factor that is not upper triangular takes the all-rows product."""
 
 import math
 
