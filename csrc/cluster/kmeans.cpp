@@ -1,7 +1,7 @@
 // CPU kernel of the k-means assignment (see kmeans.h).
 //
 // ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2: the argmin needs only ||c||^2 - 2 x.c, computed
-// by register tiles of points x SIMD vectors of centres (see tile_shape) over the centres
+// by register tiles of points x SIMD vectors of centres (see tile_rows) over the centres
 // stored transposed (D x Kp, zero-padded; padded centres get +inf norms so they never win).
 // The winner's distance is then recomputed directly as ||x - c||^2, so the inertia does not
 // suffer the cancellation of the expanded form. Threads own contiguous point ranges and their
@@ -44,16 +44,15 @@ struct Partial {
 
 // Register tiles: ROWS points x JV vectors of centres, ROWS * JV accumulators. An FMA's
 // latency is ~4-5 cycles at two a cycle, so ~10 independent accumulators keep the units busy:
-// few centres take more points a tile (8 x 1, 6 x 2, 4 x 3), many take 3 x 4 groups.
-struct TileShape {
-  int rows, jv;
-};
-inline TileShape tile_shape(int64_t nvec) {
-  if (nvec == 1) return {8, 1};
-  if (nvec == 2) return {6, 2};
-  if (nvec == 3) return {4, 3};
-  if (nvec == 4) return {3, 4};
-  return {4, 3};
+// few centres take more points a tile (8 x 1, 6 x 2, 4 x 3, 3 x 4 for 1-4 vectors of centres),
+// more centres take groups of 4 x 3 (dist_rows picks JV from ROWS).
+inline int tile_rows(int64_t nvec) {
+  switch (nvec) {
+    case 1: return 8;
+    case 2: return 6;
+    case 4: return 3;
+    default: return 4;
+  }
 }
 
 template <typename T, int ROWS, int JV>
@@ -188,7 +187,7 @@ FL_ALWAYS_INLINE void run_blocks_rows(const Plan<T>& p, int64_t blk0, int64_t bl
 
 template <typename T>
 FL_ALWAYS_INLINE void run_blocks(const Plan<T>& p, int64_t blk0, int64_t blk1, Partial& part) {
-  switch (tile_shape(p.Kp / vec_width<T>).rows) {
+  switch (tile_rows(p.Kp / vec_width<T>)) {
     case 8: run_blocks_rows<T, 8>(p, blk0, blk1, part); break;
     case 6: run_blocks_rows<T, 6>(p, blk0, blk1, part); break;
     case 4: run_blocks_rows<T, 4>(p, blk0, blk1, part); break;

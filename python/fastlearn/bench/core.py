@@ -46,9 +46,10 @@ def measure(fn: Callable[[Any], Any], inputs: Any, device: str = "cpu", min_time
             repeats: int = 5, max_time: float = 20.0, best: bool = False) -> float:
     """Median seconds per call (the fastest batch's with ``best``, for peaks): warm up once,
     time one call, then ``repeats`` timed batches of enough calls to last ``min_time`` each
-    (one call per batch when a call is slower than that). The batch size comes from the second call: the first one may compile (Triton,
-    torch.compile), and sized from it the batches would be single calls, each paying the
-    launch and the synchronisation that back-to-back calls overlap with the GPU's work."""
+    (one call per batch when a call is slower than that). The batch size comes from the second
+    call: the first one may compile (Triton, torch.compile), and sized from it the batches
+    would be single calls, each paying the launch and the synchronisation that back-to-back
+    calls overlap with the GPU's work."""
     fn(inputs)
     _sync(device)
     t0 = time.perf_counter()
