@@ -6,8 +6,9 @@
 //    full: the block is transposed once (XT, D x B, a feature of the block's points
 //    contiguous), so the points sit in the SIMD lanes: a register tile of 3 point vectors x 4
 //    columns of P_k accumulates (x - mu_k) P_k with P_k's entries broadcast; for an upper-
-//    triangular P_k (what the M-step makes) column j only visits rows <= j, D(D+1)/2 FMAs a
-//    point, and the squares are summed in the lanes (no per-point horizontal sums).
+//    triangular P_k (what the M-step makes) a group of 4 columns only visits the rows up to
+//    its last column, D(D+1)/2 FMAs a point plus the zeros of the 4 x 4 diagonal blocks, and
+//    the squares are summed in the lanes (no per-point horizontal sums).
 //    tied: one triangular product X P (points x vectors of columns), then per component
 //    ||z - mu_k P||^2. diag: one product [(x - c)^2, x - c] x [p^2; -2 (mu - c) p^2].
 // 2. per point, a log-sum-exp over the K values in w (exp computed once: they become the
@@ -219,8 +220,9 @@ FL_ALWAYS_INLINE void load_centered(const Plan<T>& p, int64_t n0, int64_t nb, in
 
 // ---- full covariance: points in the SIMD lanes --------------------------------------------
 // The block is held transposed (Dq x B: feature i of the block's points contiguous), so the
-// triangular product runs at scalar granularity of P (D(D+1)/2 FMAs a point for an upper-
-// triangular P, no per-point horizontal sums) and the scatter at that of its upper triangle.
+// triangular product runs at the granularity of 4-column groups of P (for an upper-triangular
+// P, D(D+1)/2 FMAs a point plus the diagonal blocks' zeros; no per-point horizontal sums) and
+// the scatter at that of its upper triangle.
 constexpr int kPV = 3;  // E-step tile: point vectors ...
 constexpr int kCJ = 4;  // ... x columns of P (12 accumulators)
 constexpr int kSI = 4;  // scatter tile: rows ...
