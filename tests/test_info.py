@@ -71,6 +71,39 @@ def test_bench_filter_without_match_fails(capsys):
 
 def test_format_table_aligns():
     rows = [{"group": "g", "name": "n", "shape": "s", "fastlearn_s": 1e-3, "baseline": "b", "baseline_s": 2e-3,
-             "speedup": 2.0, "fraction_of_peak": 0.5, "bound": "memory"}]
+             "speedup": 2.0, "fraction_of_peak": 0.5, "bound": "memory", "fraction_of_copy": 0.74}]
     table = format_table(rows)
-    assert "2.00x" in table and "50% mem" in table and "1 ms" in table
+    assert "2.00x" in table and "50% mem" in table and "1 ms" in table and "74%" in table and "of copy" in table
+
+
+def test_measure_interleaved_alternates_the_order_every_round():
+    from fastlearn.bench.core import measure_interleaved
+
+    calls = []
+    fns = [lambda _, n=n: calls.append(n) for n in "abc"]
+    samples = measure_interleaved(fns, None, min_time=0.0, repeats=4)
+    assert [len(s) for s in samples] == [4, 4, 4]
+    assert all(t >= 0 for s in samples for t in s)
+    # two warm-up calls each, then rounds a b c / c b a / a b c / c b a (one call a batch)
+    assert "".join(calls) == "aabbcc" + "abc" + "cba" + "abc" + "cba"
+
+
+def test_run_case_takes_the_median_of_per_round_ratios(monkeypatch):
+    from fastlearn.bench import core
+
+    # Rounds in which the machine slows down for both: the per-round ratio stays 2, the ratio
+    # of the medians would not.
+    fake = [[1.0, 1.0, 3.0, 3.0, 3.0], [2.0, 2.0, 6.0, 6.0, 6.0], [0.8, 0.8, 2.4, 2.4, 2.4]]
+    monkeypatch.setattr(core, "measure_interleaved", lambda fns, *a, **k: fake[:len(fns)])
+    monkeypatch.setattr(core, "COPY_REFERENCE_BYTES", 1 << 10)
+    case = core.Case(name="n", shape="s", setup=lambda: None, fastlearn=lambda _: None, baseline=lambda _: None,
+                     baseline_name="b", bytes=1 << 12, bound="memory")
+    r = core.run_case(case)
+    assert r["speedup"] == 2.0 and r["fastlearn_s"] == 3.0 and r["baseline_s"] == 6.0
+    assert r["fraction_of_copy"] == pytest.approx(0.8) and r["copy_s"] == 2.4
+    fake[1] = [2.0, 2.0, 2.0, 2.0, 2.0]
+    assert core.run_case(case)["speedup"] == pytest.approx(2 / 3)
+    small = core.Case(name="n", shape="s", setup=lambda: None, fastlearn=lambda _: None, baseline=None,
+                      baseline_name="", bytes=1 << 9, bound="memory")
+    r = core.run_case(small)
+    assert r["speedup"] is None and r["fraction_of_copy"] is None and r["copy_s"] is None

@@ -33,14 +33,14 @@ def _fmt_time(s):
 
 
 def format_table(rows: list[dict]) -> str:
-    head = ["group", "case", "shape", "fastlearn", "baseline", "base time", "speedup", "of peak"]
+    head = ["group", "case", "shape", "fastlearn", "baseline", "base time", "speedup", "of peak", "of copy"]
     body = []
     for r in rows:
-        frac = r.get("fraction_of_peak")
+        frac, copy = r.get("fraction_of_peak"), r.get("fraction_of_copy")
         body.append([
             r["group"], r["name"], r["shape"], _fmt_time(r["fastlearn_s"]), r["baseline"] or "-",
             _fmt_time(r["baseline_s"]), f"{r['speedup']:.2f}x" if r.get("speedup") else "-",
-            f"{100 * frac:.0f}% {r['bound'][:3]}" if frac else "-",
+            f"{100 * frac:.0f}% {r['bound'][:3]}" if frac else "-", f"{100 * copy:.0f}%" if copy else "-",
         ])
     widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
     line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths))  # noqa: E731

@@ -37,6 +37,21 @@ def test_float32_matches_float64_reference(name, shape, dim):
 
 
 @pytest.mark.parametrize("name", FUNCS)
+def test_float32_rows_element_by_element_at_every_vector_and_block_tail(name):
+    # The float32 row kernel runs whole 8-float vectors in blocks of 64 (two vector sums),
+    # then single vectors, then scalars: each length below ends in a different one of those.
+    fl, _, reference, _ = FUNCS[name]
+    g = torch.Generator().manual_seed(7)
+    for length in (1, 7, 8, 9, 15, 16, 17, 63, 64, 65, 71, 72, 127, 128, 135, 2047, 2048, 2049, 2112, 4100):
+        x = torch.randn(3, length, generator=g) * 30  # wide: many exps near the -88 clamp
+        exact = torch.from_numpy(reference(x.double().numpy(), 1))
+        # log_softmax: x - lse rounds to float32 at the scale of |x| (up to ~120 here)
+        atol = 1e-30 if name == "softmax" else 2 * torch.finfo(torch.float32).eps * float(x.abs().max())
+        torch.testing.assert_close(fl(x, 1).double(), exact, rtol=3e-6, atol=atol,
+                                   msg=lambda m, n=length: f"length {n}: {m}")
+
+
+@pytest.mark.parametrize("name", FUNCS)
 def test_float64_matches_reference_tightly(name):
     fl, _, reference, _ = FUNCS[name]
     x = torch.randn(9, 1031, dtype=torch.float64) * 10

@@ -132,11 +132,66 @@ def discover(quick: bool = False, pattern: str | None = None, device: str | None
     return [c for c in cases if c.device == "cpu" or torch.cuda.is_available()]
 
 
+def measure_interleaved(fns: list[Callable[[Any], Any]], inputs: Any, device: str = "cpu",
+                        min_time: float = 0.15, repeats: int = 7, max_time: float = 20.0) -> list[list[float]]:
+    """Seconds per call of each of ``fns`` in ``repeats`` rounds, each round one timed batch of
+    every function (the order reversed every other round): on a shared machine the speed moves
+    by tens of percent within seconds, and functions timed minutes apart would be compared
+    under different loads. Returns one list of per-round samples per function. Warm-up and
+    batch sizes as in :func:`measure`."""
+    numbers = []
+    for fn in fns:
+        fn(inputs)
+        _sync(device)
+        t0 = time.perf_counter()
+        fn(inputs)
+        _sync(device)
+        first = time.perf_counter() - t0
+        number = max(1, int(min_time / max(first, 1e-7)))
+        repeats = max(1, min(repeats, int(max_time / max(first * number, 1e-9))))
+        numbers.append(number)
+    samples: list[list[float]] = [[] for _ in fns]
+    for r in range(repeats):
+        order = range(len(fns)) if r % 2 == 0 else reversed(range(len(fns)))
+        for i in order:
+            t0 = time.perf_counter()
+            for _ in range(numbers[i]):
+                fns[i](inputs)
+            _sync(device)
+            samples[i].append((time.perf_counter() - t0) / numbers[i])
+    return samples
+
+
+# A memory-bound CPU case moving at least this many bytes is also compared with a copy of as
+# many bytes (half read, half written) timed in the same rounds: the fraction of bandwidth it
+# reaches under the load the machine has at that moment.
+COPY_REFERENCE_BYTES = 128 << 20
+
+
+def _copy_reference(nbytes: float):
+    n = int(nbytes) // 8  # float32 elements: n read and n written
+    src = torch.ones(n)
+    dst = torch.empty_like(src)
+    return lambda _: dst.copy_(src)
+
+
 def run_case(case: Case, min_time: float = 0.15) -> dict:
-    """Time one case (fastlearn and baseline interleaved in one process) and report it."""
+    """Time one case and report it. fastlearn, the baseline and (for large memory-bound CPU
+    cases) a copy of the same bytes run in alternating rounds in one process; the speedup is
+    the median of the rounds' ratios, each ratio taken within one round."""
     inputs = case.setup()
-    t_fl = measure(case.fastlearn, inputs, case.device, min_time=min_time)
-    t_base = measure(case.baseline, inputs, case.device, min_time=min_time) if case.baseline else None
+    fns = [case.fastlearn]
+    if case.baseline:
+        fns.append(case.baseline)
+    copy = case.device == "cpu" and case.bound == "memory" and case.bytes >= COPY_REFERENCE_BYTES
+    if copy:
+        fns.append(_copy_reference(case.bytes))
+    samples = measure_interleaved(fns, inputs, case.device, min_time=min_time)
+    fl = samples[0]
+    t_fl = statistics.median(fl)
+    t_base = statistics.median(samples[1]) if case.baseline else None
+    speedup = statistics.median(b / f for b, f in zip(samples[1], fl)) if case.baseline else None
+    of_copy = statistics.median(c / f for c, f in zip(samples[-1], fl)) if copy else None
     peaks = machine_peaks("cpu" if case.device == "cpu" else case.device)
     floor = 0.0
     if case.bytes:
@@ -146,8 +201,9 @@ def run_case(case: Case, min_time: float = 0.15) -> dict:
     return {
         "group": case.group, "name": case.name, "shape": case.shape, "device": case.device,
         "fastlearn_s": t_fl, "baseline": case.baseline_name, "baseline_s": t_base,
-        "speedup": (t_base / t_fl) if t_base else None,
+        "speedup": speedup, "rounds": len(fl),
         "flops": case.flops, "bytes": case.bytes, "bound": case.bound,
         "floor_s": floor or None, "fraction_of_peak": (floor / t_fl) if floor else None,
+        "copy_s": statistics.median(samples[-1]) if copy else None, "fraction_of_copy": of_copy,
         "notes": case.notes,
     }
