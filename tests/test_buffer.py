@@ -1,11 +1,14 @@
 """The buffer boundary: views of NumPy arrays and torch tensors, and C++ check errors that
 arrive in Python as ValueError/TypeError naming the argument."""
 
+import os
+import sys
+
 import numpy as np
 import pytest
 import torch
 
-from fastlearn import _C
+from fastlearn import _C, _buffer
 from fastlearn._buffer import view
 
 
@@ -59,3 +62,61 @@ def test_cuda_view_without_a_usable_gpu_is_refused():
     match = "CUDA error" if _C.build_info()["cuda_built"] else "built without CUDA"
     with pytest.raises(RuntimeError, match=match):
         _C.softmax_forward(v, v, 0, False)
+
+
+def _vm_flags(address):
+    """VmFlags of the mapping of this process that holds ``address`` (Linux)."""
+    lines = open("/proc/self/smaps").read().splitlines()
+    for i, line in enumerate(lines):
+        head = line.split()[0]
+        if "-" in head and all(c in "0123456789abcdef-" for c in head):
+            lo, hi = (int(v, 16) for v in head.split("-"))
+            if lo <= address < hi:
+                for follow in lines[i + 1:]:
+                    if follow.startswith("VmFlags:"):
+                        return follow.split()[1:]
+    return None
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or not os.path.exists("/proc/self/smaps"),
+                    reason="transparent huge pages are a Linux feature")
+def test_fresh_output_marks_a_large_cpu_tensor_for_huge_pages():
+    thp = "/sys/kernel/mm/transparent_hugepage/enabled"
+    if not os.path.exists(thp) or "[never]" in open(thp).read():
+        pytest.skip("transparent huge pages are off on this machine")
+    t = torch.empty(48 << 18)  # 48 MiB
+    inside = (t.data_ptr() + (4 << 20)) & ~((2 << 20) - 1)  # a 2 MiB boundary well inside it
+    assert "hg" not in _vm_flags(inside)
+    assert _buffer.fresh_output(t) is t
+    assert "hg" in _vm_flags(inside)
+    t.fill_(1.5)
+    assert float(t.sum()) == 1.5 * t.numel()
+
+
+def test_fresh_output_only_advises_large_cpu_tensors_and_can_be_turned_off(monkeypatch):
+    calls = []
+    monkeypatch.setattr(_buffer._C, "advise_huge_pages", lambda p, n: calls.append((p, n)) or True)
+    big = torch.empty(_buffer.HUGE_PAGES_MIN_BYTES // 4)
+    _buffer.fresh_output(torch.empty(1000))
+    assert calls == []
+    _buffer.fresh_output(big)
+    assert calls == [(big.data_ptr(), big.nbytes)]
+    monkeypatch.setattr(_buffer, "HUGE_PAGES", False)
+    _buffer.fresh_output(big)
+    assert len(calls) == 1
+
+
+def test_ops_with_advised_outputs_match_pytorch(monkeypatch):
+    # Every output advised (threshold lowered to one byte): the values are those of PyTorch.
+    import fastlearn.ops as flops
+
+    monkeypatch.setattr(_buffer, "HUGE_PAGES_MIN_BYTES", 1)
+    x = torch.randn(300, 1000, dtype=torch.float64, requires_grad=True)
+    torch.testing.assert_close(flops.softmax(x.detach(), 1), torch.softmax(x.detach(), 1), rtol=1e-12, atol=1e-15)
+    flops.log_softmax(x, 1).sum().backward()
+    g = x.grad.clone()
+    x.grad = None
+    torch.log_softmax(x, 1).sum().backward()
+    torch.testing.assert_close(g, x.grad, rtol=1e-12, atol=1e-12)
+    labels = torch.randint(0, 37, (5000,))
+    assert torch.equal(flops.one_hot(labels, 37), torch.nn.functional.one_hot(labels, 37))

@@ -7,6 +7,7 @@
 #include <algorithm>
 
 #include "fastlearn/common.h"
+#include "fastlearn/memory.h"
 #include "fastlearn/simd.h"
 #include "fastlearn/view.h"
 #include "registry.h"
@@ -106,6 +107,10 @@ PYBIND11_MODULE(_C, m) {
     omp_set_num_threads(n);
   }, py::arg("n"));
   m.def("get_num_threads", [] { return omp_get_max_threads(); });
+  m.def("advise_huge_pages", [](uintptr_t data, size_t bytes) { return fl::advise_huge_pages(data, bytes); },
+        py::arg("data"), py::arg("bytes"),
+        "Ask for transparent huge pages on a fresh CPU buffer before its first write (Linux); "
+        "returns whether the advice was taken.");
 
   for (auto& [name, binder] : fl::bindings::registry()) {
     (void)name;

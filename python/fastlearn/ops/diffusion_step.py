@@ -13,7 +13,7 @@ import torch
 from torch.library import triton_op, wrap_triton
 
 from fastlearn import _C
-from fastlearn._buffer import view
+from fastlearn._buffer import fresh_output, view
 from fastlearn.ops._device import _triton_importable
 from fastlearn.ops._eager import direct_cpu_call_ok, direct_gpu_call_ok, eager_triton
 
@@ -96,8 +96,8 @@ def _launch_noise_gpu(out, seed_t, seed, offset):
 def _step_cpu_kernel(x: torch.Tensor, m: torch.Tensor, u: Optional[torch.Tensor], coeffs: torch.Tensor,
                      step_t: Optional[torch.Tensor], step: int, w: float, r: float, clip: float,
                      seed_t: Optional[torch.Tensor], seed: int, offset: int) -> tuple[torch.Tensor, torch.Tensor]:
-    prev = torch.empty_like(x)
-    x0 = torch.empty_like(x)
+    prev = fresh_output(torch.empty_like(x))
+    x0 = fresh_output(torch.empty_like(x))
     _cpu_into(x, m, u, coeffs, step_t, step, w, r, clip, seed_t, seed, offset, prev, x0)
     return prev, x0
 

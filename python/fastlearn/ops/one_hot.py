@@ -9,7 +9,7 @@ import torch
 from torch.library import triton_op, wrap_triton
 
 from fastlearn import _C
-from fastlearn._buffer import view
+from fastlearn._buffer import fresh_output, view
 from fastlearn.ops._device import gpu_backend
 from fastlearn.ops._eager import direct_cpu_call_ok
 
@@ -30,7 +30,7 @@ def _one_hot_cpu_kernel(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     if num_classes == -1 and labels.numel() > 0 and int(labels.min()) < 0:
         raise ValueError("one_hot: argument 'labels' has negative class values; class values must be non-negative.")
     n_cls = _resolve_classes(labels, num_classes)
-    out = labels.new_empty((*labels.shape, n_cls), dtype=torch.int64)
+    out = fresh_output(labels.new_empty((*labels.shape, n_cls), dtype=torch.int64))
     _C.one_hot(view(labels, "labels"), view(out, "out"), n_cls)
     return out
 

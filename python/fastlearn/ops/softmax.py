@@ -8,7 +8,7 @@ import torch
 from torch.library import triton_op, wrap_triton
 
 from fastlearn import _C
-from fastlearn._buffer import view
+from fastlearn._buffer import fresh_output, view
 from fastlearn.ops._device import cuda_kernels_for_small_calls, gpu_backend
 from fastlearn.ops._eager import direct_cpu_call_ok, direct_gpu_call_ok, eager_triton
 
@@ -62,7 +62,7 @@ def _tl_acc(dtype):
 # --- forward ---------------------------------------------------------------------------
 
 def _softmax_cpu_kernel(x: torch.Tensor, dim: int, log: bool) -> torch.Tensor:
-    y = torch.empty_like(x)
+    y = fresh_output(torch.empty_like(x))
     _C.softmax_forward(view(x, "input"), view(y, "out"), dim, log)
     return y
 
@@ -127,7 +127,7 @@ def _softmax_fake(x, dim, log):
 
 @torch.library.custom_op("fastlearn::softmax_backward_cpu", mutates_args=(), device_types="cpu")
 def _softmax_backward_cpu(grad_y: torch.Tensor, y: torch.Tensor, dim: int, log: bool) -> torch.Tensor:
-    gx = torch.empty_like(y)
+    gx = fresh_output(torch.empty_like(y))
     _C.softmax_backward(view(grad_y, "grad_output"), view(y, "output"), view(gx, "grad_input"), dim, log)
     return gx
 
