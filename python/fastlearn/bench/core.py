@@ -133,12 +133,14 @@ def discover(quick: bool = False, pattern: str | None = None, device: str | None
 
 
 def measure_interleaved(fns: list[Callable[[Any], Any]], inputs: Any, device: str = "cpu",
-                        min_time: float = 0.15, repeats: int = 7, max_time: float = 20.0) -> list[list[float]]:
+                        min_time: float = 0.15, repeats: int = 7, max_time: float = 20.0,
+                        pause: float = 0.0) -> list[list[float]]:
     """Seconds per call of each of ``fns`` in ``repeats`` rounds, each round one timed batch of
     every function (the order reversed every other round): on a shared machine the speed moves
     by tens of percent within seconds, and functions timed minutes apart would be compared
-    under different loads. Returns one list of per-round samples per function. Warm-up and
-    batch sizes as in :func:`measure`."""
+    under different loads. ``pause`` seconds pass before each timed batch (see run_case).
+    Returns one list of per-round samples per function. Warm-up and batch sizes as in
+    :func:`measure`."""
     numbers = []
     for fn in fns:
         fn(inputs)
@@ -154,6 +156,8 @@ def measure_interleaved(fns: list[Callable[[Any], Any]], inputs: Any, device: st
     for r in range(repeats):
         order = range(len(fns)) if r % 2 == 0 else reversed(range(len(fns)))
         for i in order:
+            if pause:
+                time.sleep(pause)
             t0 = time.perf_counter()
             for _ in range(numbers[i]):
                 fns[i](inputs)
@@ -161,6 +165,13 @@ def measure_interleaved(fns: list[Callable[[Any], Any]], inputs: Any, device: st
             samples[i].append((time.perf_counter() - t0) / numbers[i])
     return samples
 
+
+# Seconds of idle before each timed CPU batch. A library's worker threads keep spinning for a
+# while after its call returns (OpenBLAS, under NumPy and scikit-learn: about 2^28 cycles,
+# ~0.1 s); a batch started inside that window shares the cores with them. Measured: a
+# GaussianMixture EM iteration right after scikit-learn's took 71-109 ms, 34-55 ms after 0.2 s
+# of idle, 36-39 ms with OpenBLAS on one thread.
+CPU_PAUSE = 0.15
 
 # A memory-bound CPU case moving at least this many bytes is also compared with a copy of as
 # many bytes (half read, half written) timed in the same rounds: the fraction of bandwidth it
@@ -186,7 +197,8 @@ def run_case(case: Case, min_time: float = 0.15) -> dict:
     copy = case.device == "cpu" and case.bound == "memory" and case.bytes >= COPY_REFERENCE_BYTES
     if copy:
         fns.append(_copy_reference(case.bytes))
-    samples = measure_interleaved(fns, inputs, case.device, min_time=min_time)
+    samples = measure_interleaved(fns, inputs, case.device, min_time=min_time,
+                                  pause=CPU_PAUSE if case.device == "cpu" else 0.0)
     fl = samples[0]
     t_fl = statistics.median(fl)
     t_base = statistics.median(samples[1]) if case.baseline else None
