@@ -50,6 +50,14 @@ def measure(fn: Callable[[Any], Any], inputs: Any, device: str = "cpu", min_time
     call: the first one may compile (Triton, torch.compile), and sized from it the batches
     would be single calls, each paying the launch and the synchronisation that back-to-back
     calls overlap with the GPU's work."""
+    number, batch = _calibrate(fn, inputs, device, min_time)
+    repeats = max(1, min(repeats, int(max_time / max(batch, 1e-9))))
+    samples = [_timed_batch(fn, inputs, device, number) for _ in range(repeats)]
+    return min(samples) if best else statistics.median(samples)
+
+
+def _calibrate(fn, inputs, device, min_time) -> tuple[int, float]:
+    """Warm up once, time one call: (calls a batch of ``min_time`` takes, seconds of a batch)."""
     fn(inputs)
     _sync(device)
     t0 = time.perf_counter()
@@ -57,15 +65,16 @@ def measure(fn: Callable[[Any], Any], inputs: Any, device: str = "cpu", min_time
     _sync(device)
     first = time.perf_counter() - t0
     number = max(1, int(min_time / max(first, 1e-7)))
-    repeats = max(1, min(repeats, int(max_time / max(first * number, 1e-9))))
-    samples = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(number):
-            fn(inputs)
-        _sync(device)
-        samples.append((time.perf_counter() - t0) / number)
-    return min(samples) if best else statistics.median(samples)
+    return number, first * number
+
+
+def _timed_batch(fn, inputs, device, number) -> float:
+    """Seconds per call of ``number`` back-to-back calls."""
+    t0 = time.perf_counter()
+    for _ in range(number):
+        fn(inputs)
+    _sync(device)
+    return (time.perf_counter() - t0) / number
 
 
 _PEAKS: dict[str, dict] = {}
@@ -143,14 +152,8 @@ def measure_interleaved(fns: list[Callable[[Any], Any]], inputs: Any, device: st
     :func:`measure`."""
     numbers = []
     for fn in fns:
-        fn(inputs)
-        _sync(device)
-        t0 = time.perf_counter()
-        fn(inputs)
-        _sync(device)
-        first = time.perf_counter() - t0
-        number = max(1, int(min_time / max(first, 1e-7)))
-        repeats = max(1, min(repeats, int(max_time / max(first * number, 1e-9))))
+        number, batch = _calibrate(fn, inputs, device, min_time)
+        repeats = max(1, min(repeats, int(max_time / max(batch, 1e-9))))
         numbers.append(number)
     samples: list[list[float]] = [[] for _ in fns]
     for r in range(repeats):
@@ -158,11 +161,7 @@ def measure_interleaved(fns: list[Callable[[Any], Any]], inputs: Any, device: st
         for i in order:
             if pause:
                 time.sleep(pause)
-            t0 = time.perf_counter()
-            for _ in range(numbers[i]):
-                fns[i](inputs)
-            _sync(device)
-            samples[i].append((time.perf_counter() - t0) / numbers[i])
+            samples[i].append(_timed_batch(fns[i], inputs, device, numbers[i]))
     return samples
 
 
