@@ -101,6 +101,9 @@ def test_run_case_takes_the_median_of_per_round_ratios(monkeypatch):
     r = core.run_case(case)
     assert r["speedup"] == 2.0 and r["fastlearn_s"] == 3.0 and r["baseline_s"] == 6.0
     assert r["fraction_of_copy"] == pytest.approx(0.8) and r["copy_s"] == 2.4
+    monkeypatch.setattr(core, "COPY_REFERENCE_MAX", 1 << 11)  # copies half the case's bytes: time x 2
+    r = core.run_case(case)
+    assert r["fraction_of_copy"] == pytest.approx(1.6) and r["copy_s"] == pytest.approx(4.8)
     fake[1] = [2.0, 2.0, 2.0, 2.0, 2.0]
     assert core.run_case(case)["speedup"] == pytest.approx(2 / 3)
     small = core.Case(name="n", shape="s", setup=lambda: None, fastlearn=lambda _: None, baseline=None,

@@ -52,8 +52,8 @@ FL_ALWAYS_INLINE T vsum(vec_t<T> v) {
   return s;
 }
 
-// exp of each lane for lanes <= 0 (or NaN): the arithmetic of exp_f32_nonpos (math.h) lane by
-// lane, in the same order, so a vector and a scalar tail give the same bits.
+// exp of each lane for lanes <= 0 (or NaN): the arithmetic of exp_f32_nonpos (math.h), lane
+// by lane, in the same order.
 FL_ALWAYS_INLINE vec_t<float> vexp_nonpos(vec_t<float> x) {
   typedef int32_t ivec __attribute__((vector_size(32)));
   using V = vec_t<float>;

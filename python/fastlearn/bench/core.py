@@ -176,13 +176,17 @@ CPU_PAUSE = 0.15
 # many bytes (half read, half written) timed in the same rounds: the fraction of bandwidth it
 # reaches under the load the machine has at that moment.
 COPY_REFERENCE_BYTES = 128 << 20
+# The copy moves at most this many bytes; its time is scaled up to the case's bytes (a case
+# that re-reads its data over epochs counts gigabytes it never holds at once).
+COPY_REFERENCE_MAX = 512 << 20
 
 
 def _copy_reference(nbytes: float):
-    n = int(nbytes) // 8  # float32 elements: n read and n written
-    src = torch.ones(n)
+    """(copy function, factor from its time to the time of a copy of ``nbytes``)."""
+    moved = min(int(nbytes), COPY_REFERENCE_MAX)
+    src = torch.ones(moved // 8)  # float32 elements: as many read as written
     dst = torch.empty_like(src)
-    return lambda _: dst.copy_(src)
+    return (lambda _: dst.copy_(src)), nbytes / (src.numel() * 8)
 
 
 def run_case(case: Case, min_time: float = 0.15) -> dict:
@@ -195,14 +199,15 @@ def run_case(case: Case, min_time: float = 0.15) -> dict:
         fns.append(case.baseline)
     copy = case.device == "cpu" and case.bound == "memory" and case.bytes >= COPY_REFERENCE_BYTES
     if copy:
-        fns.append(_copy_reference(case.bytes))
+        copy_fn, copy_scale = _copy_reference(case.bytes)
+        fns.append(copy_fn)
     samples = measure_interleaved(fns, inputs, case.device, min_time=min_time,
                                   pause=CPU_PAUSE if case.device == "cpu" else 0.0)
     fl = samples[0]
     t_fl = statistics.median(fl)
     t_base = statistics.median(samples[1]) if case.baseline else None
     speedup = statistics.median(b / f for b, f in zip(samples[1], fl)) if case.baseline else None
-    of_copy = statistics.median(c / f for c, f in zip(samples[-1], fl)) if copy else None
+    of_copy = statistics.median(c * copy_scale / f for c, f in zip(samples[-1], fl)) if copy else None
     peaks = machine_peaks("cpu" if case.device == "cpu" else case.device)
     floor = 0.0
     if case.bytes:
@@ -215,6 +220,6 @@ def run_case(case: Case, min_time: float = 0.15) -> dict:
         "speedup": speedup, "rounds": len(fl),
         "flops": case.flops, "bytes": case.bytes, "bound": case.bound,
         "floor_s": floor or None, "fraction_of_peak": (floor / t_fl) if floor else None,
-        "copy_s": statistics.median(samples[-1]) if copy else None, "fraction_of_copy": of_copy,
+        "copy_s": statistics.median(samples[-1]) * copy_scale if copy else None, "fraction_of_copy": of_copy,
         "notes": case.notes,
     }
