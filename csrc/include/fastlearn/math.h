@@ -31,18 +31,34 @@ FL_HOST_DEVICE float bits_float(int32_t i) {
 // a float-to-int conversion; n = -127 gives a zero exponent field, i.e. exactly 0. Both clamps
 // are written so a NaN passes through (they compile to single max/min instructions).
 // exp_f32_clamped is the body, for xc already in [-88, 88.37] (or NaN); exp_f32 clamps first.
-FL_HOST_DEVICE float exp_f32_clamped(float xc) {
+// exp_f32_poly is the body's arithmetic, written once for a float and for a SIMD vector of
+// floats (vexp_nonpos, vec.h): it returns p ~ exp(r) and sets t, whose low mantissa bits hold
+// n + 127 (t's bits minus those of 1.5 * 2^23).
+#if defined(__GNUC__) && !defined(__CUDA_ARCH__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wpsabi"  // vectors: always inlined, no call ABI (see vec.h)
+#endif
+template <typename F>
+FL_HOST_DEVICE F exp_f32_poly(F xc, F& t) {
   constexpr float kShift = 12582912.0f + 127.0f;  // 1.5 * 2^23, plus the exponent bias
-  const float t = xc * 1.44269504088896341f + kShift;
-  const float n = t - kShift;
-  float r = xc - n * 0.693145751953125f;
+  t = xc * 1.44269504088896341f + kShift;
+  const F n = t - kShift;
+  F r = xc - n * 0.693145751953125f;
   r = r - n * 1.428606765330187045e-06f;
-  float p = 8.2976203e-3f;
-  p = p * r + 4.1915379e-2f;
+  F p = r * 8.2976203e-3f + 4.1915379e-2f;
   p = p * r + 1.6667575e-1f;
   p = p * r + 4.9998894e-1f;
   p = p * r + 9.9999970e-1f;
   p = p * r + 1.0000001f;
+  return p;
+}
+#if defined(__GNUC__) && !defined(__CUDA_ARCH__)
+#pragma GCC diagnostic pop
+#endif
+
+FL_HOST_DEVICE float exp_f32_clamped(float xc) {
+  float t;
+  const float p = exp_f32_poly(xc, t);
   const int32_t biased = float_bits(t) - float_bits(12582912.0f);  // n + 127, in [0, 254]
   return p * bits_float(biased << 23);
 }

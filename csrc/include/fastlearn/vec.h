@@ -5,6 +5,7 @@
 
 #include <cstdint>
 
+#include "fastlearn/math.h"
 #include "fastlearn/simd.h"
 
 // 32-byte vectors in the baseline clone trigger a note about an ABI change that does not
@@ -52,26 +53,16 @@ FL_ALWAYS_INLINE T vsum(vec_t<T> v) {
   return s;
 }
 
-// exp of each lane for lanes <= 0 (or NaN): the arithmetic of exp_f32_nonpos (math.h), lane
-// by lane, in the same order.
+// exp of each lane for lanes <= 0 (or NaN): exp_f32_nonpos (math.h) lane by lane, on the same
+// exp_f32_poly.
 FL_ALWAYS_INLINE vec_t<float> vexp_nonpos(vec_t<float> x) {
   typedef int32_t ivec __attribute__((vector_size(32)));
   using V = vec_t<float>;
-  constexpr float kShift = 12582912.0f + 127.0f;
   const V xc = x < -88.0f ? vsplat(-88.0f) : x;
-  const V t = xc * 1.44269504088896341f + kShift;
-  const V n = t - kShift;
-  V r = xc - n * 0.693145751953125f;
-  r = r - n * 1.428606765330187045e-06f;
-  V p = vsplat(8.2976203e-3f);
-  p = p * r + 4.1915379e-2f;
-  p = p * r + 1.6667575e-1f;
-  p = p * r + 4.9998894e-1f;
-  p = p * r + 9.9999970e-1f;
-  p = p * r + 1.0000001f;
-  const ivec biased = __builtin_bit_cast(ivec, t) - 0x4B400000;  // float_bits(1.5 * 2^23)
-  const ivec scale = biased << 23;
-  return p * __builtin_bit_cast(V, scale);
+  V t;
+  const V p = exp_f32_poly(xc, t);
+  const ivec biased = __builtin_bit_cast(ivec, t) - 0x4B400000;  // float_bits(1.5 * 2^23): n + 127
+  return p * __builtin_bit_cast(V, biased << 23);
 }
 
 inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
