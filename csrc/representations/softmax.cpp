@@ -9,6 +9,7 @@
 #include <cmath>
 #include <limits>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "fastlearn/half.h"
@@ -53,6 +54,20 @@ template <typename T>
 FL_ALWAYS_INLINE acc_t<T> row_max(const T* x, int64_t n) {
   using A = acc_t<T>;
   A m = neg_inf<A>();
+  if constexpr (std::is_same_v<T, float>) {  // four vector maxima: one a cycle, not one per max's latency
+    using V = vec_t<float>;
+    constexpr int W = vec_width<float>;
+    V m0 = vsplat(m), m1 = m0, m2 = m0, m3 = m0;
+    int64_t i = 0;
+    for (; i + 4 * W <= n; i += 4 * W) {
+      const V a = vload(x + i), b = vload(x + i + W), c = vload(x + i + 2 * W), d = vload(x + i + 3 * W);
+      m0 = a > m0 ? a : m0, m1 = b > m1 ? b : m1, m2 = c > m2 ? c : m2, m3 = d > m3 ? d : m3;
+    }
+    m0 = m1 > m0 ? m1 : m0, m2 = m3 > m2 ? m3 : m2, m0 = m2 > m0 ? m2 : m0;
+    for (int l = 0; l < W; ++l) m = m0[l] > m ? m0[l] : m;
+    for (; i < n; ++i) m = x[i] > m ? x[i] : m;
+    return m;
+  }
 #pragma omp simd reduction(max : m)
   for (int64_t i = 0; i < n; ++i) {
     const A v = to_float(x[i]);
@@ -111,27 +126,33 @@ FL_ALWAYS_INLINE acc_t<T> sum_exp_prefetched(const T* x, T* y, int64_t n, acc_t<
   return s + sum_exp_range<kStore>(x, y, b, n, m);
 }
 
-// Row forward, one pass over memory: each L1-sized chunk is read once from memory, its max
-// taken, and exp(x - chunk max) stored into y (softmax) or only summed (log_softmax) while
-// it is in L1; the chunk sums merge into a running (max, sum). A second pass, hitting L2 for
-// rows up to ~256 KiB, rescales y by exp(chunk max - row max) / sum, or writes x - lse.
-// float16/bfloat16 rows recompute exp in the second pass instead of storing it rounded.
-template <typename T, bool kLog>
-FL_ALWAYS_INLINE void softmax_row(const T* x, T* y, int64_t n, std::vector<acc_t<T>>& chunk_max) {
+// Chunk c of a row of n elements: the first is `first` elements long, the others kRowChunk.
+struct RowChunks {
+  int64_t n, first;
+  int64_t count() const { return n <= first ? (n > 0) : 1 + (n - first + kRowChunk - 1) / kRowChunk; }
+  int64_t begin(int64_t c) const { return c == 0 ? 0 : first + (c - 1) * kRowChunk; }
+  int64_t end(int64_t c) const { return std::min(n, first + c * kRowChunk); }
+};
+
+// Row pass 1, one pass over memory: each L1-sized chunk is read once from memory, its max
+// taken, and exp(x - chunk max) stored into e (when kStore) or only summed, while it is in
+// L1; the chunk sums merge into the row's running (max, sum), returned.
+template <bool kStore, typename T>
+FL_ALWAYS_INLINE std::pair<acc_t<T>, acc_t<T>> row_max_sum(const T* x, T* e, RowChunks rc,
+                                                          std::vector<acc_t<T>>& chunk_max) {
   using A = acc_t<T>;
-  constexpr bool kStoreExp = !kLog && std::is_same_v<T, A>;
-  const int64_t chunks = (n + kRowChunk - 1) / kRowChunk;
+  const int64_t chunks = rc.count();
   chunk_max.resize(static_cast<size_t>(chunks));
   A m = neg_inf<A>(), s = 0;
   for (int64_t c = 0; c < chunks; ++c) {
-    const int64_t b = c * kRowChunk, len = std::min(kRowChunk, n - b);
+    const int64_t b = rc.begin(c), len = rc.end(c) - b;
     const A cm = row_max(x + b, len);
     chunk_max[static_cast<size_t>(c)] = cm;
-    if (cm == neg_inf<A>()) {  // all -inf (or empty): contributes nothing; y set to 0 (scaled later)
-      if constexpr (kStoreExp) std::fill(y + b, y + b + len, T(0));
+    if (cm == neg_inf<A>()) {  // all -inf (or empty): contributes nothing; e set to 0 (scaled later)
+      if constexpr (kStore) std::fill(e + b, e + b + len, T(0));
       continue;
     }
-    const A cs = sum_exp_prefetched<kStoreExp>(x + b, y + b, len, cm);
+    const A cs = sum_exp_prefetched<kStore>(x + b, e + b, len, cm);
     if (cm > m) {
       s = s * exp_acc(static_cast<A>(m - cm)) + cs;
       m = cm;
@@ -139,14 +160,25 @@ FL_ALWAYS_INLINE void softmax_row(const T* x, T* y, int64_t n, std::vector<acc_t
       s += cs * exp_acc(static_cast<A>(cm - m));  // NaN sums propagate, as in PyTorch
     }
   }
-  // A row of all -inf has m = -inf: every formula below then gives NaN, as PyTorch does.
+  return {m, s};
+}
+
+// Row forward: pass 1 (row_max_sum) stores exp(x - chunk max) into y; a second pass, hitting
+// L2 for rows up to ~256 KiB, rescales y by exp(chunk max - row max) / sum, or writes x - lse.
+// float16/bfloat16 rows recompute exp in the second pass instead of storing it rounded.
+// A row of all -inf has max -inf: every formula below then gives NaN, as PyTorch does.
+template <typename T, bool kLog>
+FL_ALWAYS_INLINE void softmax_row(const T* x, T* y, int64_t n, std::vector<acc_t<T>>& chunk_max) {
+  using A = acc_t<T>;
+  constexpr bool kStoreExp = !kLog && std::is_same_v<T, A>;
+  const RowChunks rc{n, kRowChunk};
+  const auto [m, s] = row_max_sum<kStoreExp>(x, y, rc, chunk_max);
   if constexpr (kStoreExp) {
     const A inv = A(1) / s;
-    for (int64_t c = 0; c < chunks; ++c) {
-      const int64_t b = c * kRowChunk, len = std::min(kRowChunk, n - b);
+    for (int64_t c = 0; c < rc.count(); ++c) {
       const A f = exp_acc(static_cast<A>(chunk_max[static_cast<size_t>(c)] - m)) * inv;
 #pragma omp simd
-      for (int64_t i = b; i < b + len; ++i) y[i] = y[i] * f;
+      for (int64_t i = rc.begin(c); i < rc.end(c); ++i) y[i] = y[i] * f;
     }
   } else if constexpr (kLog) {
     const A shift = m + std::log(s);
@@ -156,6 +188,60 @@ FL_ALWAYS_INLINE void softmax_row(const T* x, T* y, int64_t n, std::vector<acc_t
     const A inv = A(1) / s;
 #pragma omp simd
     for (int64_t i = 0; i < n; ++i) y[i] = from_acc<T>(static_cast<A>(exp_nonpos(static_cast<A>(to_float(x[i]) - m)) * inv));
+  }
+}
+
+// Large float32 outputs (kStreamMinBytes and up) are written with non-temporal stores, so the
+// output's lines are never read from memory before being overwritten: 2 bytes of traffic per
+// byte of output instead of 3. Whole 64-byte lines only (a line is written either all
+// non-temporally or all through the cache); the rest of a row with regular stores.
+constexpr int64_t kLineFloats = 64 / sizeof(float);
+constexpr int64_t kStreamMinBytes = int64_t{32} << 20;
+// softmax streams from a per-thread copy of the row's exps, which must stay in L2 between
+// the two passes; longer rows take softmax_row.
+constexpr int64_t kStreamMaxRow = int64_t{64} << 10;
+
+// Elements from y to the next 64-byte boundary (y is float-aligned).
+FL_ALWAYS_INLINE int64_t to_line(const float* y) {
+  return static_cast<int64_t>((-reinterpret_cast<uintptr_t>(y) & 63) / sizeof(float));
+}
+
+// y[i] = value(i) over [b, e): whole lines from vector(i) (8 lanes from i) streamed, the
+// partial lines at both ends stored from scalar(i).
+template <typename Vector, typename Scalar>
+FL_ALWAYS_INLINE void stream_range(float* y, int64_t b, int64_t e, Vector vector, Scalar scalar) {
+  constexpr int W = vec_width<float>;
+  const int64_t head = std::min(e, b + to_line(y + b));
+  int64_t i = b;
+  for (; i < head; ++i) y[i] = scalar(i);
+  for (; i + kLineFloats <= e; i += kLineFloats) {
+    vstream(y + i, vector(i));
+    vstream(y + i + W, vector(i + W));
+  }
+  for (; i < e; ++i) y[i] = scalar(i);
+}
+
+// The float32 row forward for streamed outputs. softmax: pass 1 stores the exps into
+// `scratch` (n floats, L2-resident), with chunks aligned to y's lines so each chunk's scale
+// applies to whole lines; pass 2 streams scratch * scale into y. log_softmax: pass 2 streams
+// x - lse (x from L2 for rows up to ~256 KiB).
+template <bool kLog>
+FL_ALWAYS_INLINE void softmax_row_streamed(const float* x, float* y, int64_t n, std::vector<float>& chunk_max,
+                                           float* scratch) {
+  const RowChunks rc{n, to_line(y) + kRowChunk};
+  const auto [m, s] = row_max_sum<!kLog>(x, scratch, rc, chunk_max);
+  if constexpr (kLog) {
+    const float shift = m + std::log(s);
+    const vec_t<float> sv = vsplat(shift);
+    stream_range(y, 0, n, [&](int64_t i) { return vload(x + i) - sv; }, [&](int64_t i) { return x[i] - shift; });
+  } else {
+    const float inv = 1.0f / s;
+    for (int64_t c = 0; c < rc.count(); ++c) {
+      const float f = exp_acc(chunk_max[static_cast<size_t>(c)] - m) * inv;
+      const vec_t<float> fv = vsplat(f);
+      stream_range(y, rc.begin(c), rc.end(c), [&](int64_t i) { return vload(scratch + i) * fv; },
+                   [&](int64_t i) { return scratch[i] * f; });
+    }
   }
 }
 
@@ -218,6 +304,21 @@ FL_ALWAYS_INLINE void softmax_backward_row(const T* g, const T* y, T* gx, int64_
   }
 }
 
+// The float32 backward row for streamed outputs: the same two passes, grad_x streamed.
+template <bool kLog>
+FL_ALWAYS_INLINE void softmax_backward_row_streamed(const float* g, const float* y, float* gx, int64_t n) {
+  float r = 0;
+#pragma omp simd reduction(+ : r)
+  for (int64_t i = 0; i < n; ++i) r += kLog ? g[i] : g[i] * y[i];
+  const vec_t<float> rv = vsplat(r);
+  if constexpr (kLog)
+    stream_range(gx, 0, n, [&](int64_t i) { return vload(g + i) - vexp(vload(y + i)) * rv; },
+                 [&](int64_t i) { return g[i] - exp_acc(y[i]) * r; });
+  else
+    stream_range(gx, 0, n, [&](int64_t i) { return vload(y + i) * (vload(g + i) - rv); },
+                 [&](int64_t i) { return y[i] * (g[i] - r); });
+}
+
 template <typename T, bool kLog>
 FL_ALWAYS_INLINE void softmax_backward_columns(const T* g, const T* y, T* gx, int64_t length, int64_t inner,
                                                int64_t c0, int64_t w) {
@@ -252,6 +353,15 @@ template <typename T, bool kLog>
 FL_ALWAYS_INLINE void forward_items(const T* x, T* y, Split3 s, int64_t i0, int64_t i1) {
   if (s.inner == 1) {
     std::vector<acc_t<T>> chunk_max;
+    if constexpr (std::is_same_v<T, float>) {
+      if (s.outer * s.length * int64_t{sizeof(float)} >= kStreamMinBytes && (kLog || s.length <= kStreamMaxRow)) {
+        std::vector<float> scratch(kLog ? 0 : static_cast<size_t>(s.length));
+        for (int64_t r = i0; r < i1; ++r)
+          softmax_row_streamed<kLog>(x + r * s.length, y + r * s.length, s.length, chunk_max, scratch.data());
+        stream_fence();
+        return;
+      }
+    }
     for (int64_t r = i0; r < i1; ++r) softmax_row<T, kLog>(x + r * s.length, y + r * s.length, s.length, chunk_max);
     return;
   }
@@ -266,6 +376,14 @@ FL_ALWAYS_INLINE void forward_items(const T* x, T* y, Split3 s, int64_t i0, int6
 template <typename T, bool kLog>
 FL_ALWAYS_INLINE void backward_items(const T* g, const T* y, T* gx, Split3 s, int64_t i0, int64_t i1) {
   if (s.inner == 1) {
+    if constexpr (std::is_same_v<T, float>) {
+      if (s.outer * s.length * int64_t{sizeof(float)} >= kStreamMinBytes) {
+        for (int64_t r = i0; r < i1; ++r)
+          softmax_backward_row_streamed<kLog>(g + r * s.length, y + r * s.length, gx + r * s.length, s.length);
+        stream_fence();
+        return;
+      }
+    }
     for (int64_t r = i0; r < i1; ++r)
       softmax_backward_row<T, kLog>(g + r * s.length, y + r * s.length, gx + r * s.length, s.length);
     return;

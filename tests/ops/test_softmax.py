@@ -52,6 +52,49 @@ def test_float32_rows_element_by_element_at_every_vector_and_block_tail(name):
 
 
 @pytest.mark.parametrize("name", FUNCS)
+@pytest.mark.parametrize("length", [5, 1031, 2048 + 27, 65537])
+def test_float32_outputs_of_32_mib_and_more_streamed_like_the_rest(name, length):
+    # Outputs of 32 MiB and more are written with non-temporal stores: whole 64-byte lines
+    # only, each row's partial lines at both ends stored normally, softmax's chunks aligned to
+    # the output's lines (65537 is past the streamed row limit for softmax). An odd storage
+    # offset misaligns every row; -inf, NaN and +inf rows go through the same path.
+    fl, th, reference, _ = FUNCS[name]
+    rows = -(-(33 << 20) // (4 * length))
+    g = torch.Generator().manual_seed(length)
+    x = torch.randn(rows, length, generator=g) * 30
+    x[1] = -float("inf")
+    x[2, length // 2] = float("nan")
+    x[3, 0] = float("inf")
+    exact = torch.from_numpy(reference(x.double().numpy(), 1))
+    atol = 1e-30 if name == "softmax" else 2 * torch.finfo(torch.float32).eps * 200
+    out = torch.full((rows * length + 1,), 7.0)[1:].view(rows, length)  # 4-byte aligned only
+    small = fl(x[:4], 1)  # 4 rows: the regular path
+    for y in (fl(x, 1), fl(x, 1, out=out)):
+        torch.testing.assert_close(y.double(), exact, rtol=3e-6, atol=atol, equal_nan=True)
+        torch.testing.assert_close(y[:4], th(x[:4], 1), equal_nan=True, rtol=3e-6, atol=atol)
+        if length <= 2048:  # one chunk a row either way: the same arithmetic, the same bits
+            assert torch.equal(y[:4].nan_to_num(5.0), small.nan_to_num(5.0))
+    assert out.data_ptr() % 64 == 4
+
+
+@pytest.mark.parametrize("name", FUNCS)
+@pytest.mark.parametrize("length", [5, 1031, 65537])
+def test_float32_backward_of_32_mib_and_more_streamed_like_the_rest(name, length):
+    # grad_x of 32 MiB and more is streamed too: the same two passes, the same bits as the
+    # regular path on a few of its rows, and the float64 formula at the float32 y.
+    log = name == "log_softmax"
+    fl, _, _, reference_bwd = FUNCS[name]
+    rows = -(-(33 << 20) // (4 * length))
+    g = torch.Generator().manual_seed(length)
+    y = fl(torch.randn(rows, length, generator=g) * 5, 1)
+    grad = torch.randn(rows, length, generator=g)
+    gx = torch.ops.fastlearn.softmax_backward(grad, y, 1, log)
+    assert torch.equal(gx[:4], torch.ops.fastlearn.softmax_backward(grad[:4], y[:4], 1, log))
+    exact = torch.from_numpy(reference_bwd(grad.double().numpy(), y.double().numpy(), 1))
+    torch.testing.assert_close(gx.double(), exact, rtol=1e-5, atol=1e-6 * float(exact.abs().max()))
+
+
+@pytest.mark.parametrize("name", FUNCS)
 def test_float64_matches_reference_tightly(name):
     fl, _, reference, _ = FUNCS[name]
     x = torch.randn(9, 1031, dtype=torch.float64) * 10

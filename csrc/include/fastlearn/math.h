@@ -33,7 +33,7 @@ FL_HOST_DEVICE float bits_float(int32_t i) {
 // exp_f32_clamped is the body, for xc already in [-88, 88.37] (or NaN); exp_f32 clamps first.
 // exp_f32_poly is the body's arithmetic, written once for a float and for a SIMD vector of
 // floats (vexp_nonpos, vec.h): it returns p ~ exp(r) and sets t, whose low mantissa bits hold
-// n + 127 (t's bits minus those of 1.5 * 2^23).
+// n + 127 (t's bits minus those of 1.5 * 2^23); t's bits shifted left by 23 are those of 2^n.
 #if defined(__GNUC__) && !defined(__CUDA_ARCH__)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wpsabi"  // vectors: always inlined, no call ABI (see vec.h)
@@ -59,8 +59,9 @@ FL_HOST_DEVICE F exp_f32_poly(F xc, F& t) {
 FL_HOST_DEVICE float exp_f32_clamped(float xc) {
   float t;
   const float p = exp_f32_poly(xc, t);
-  const int32_t biased = float_bits(t) - float_bits(12582912.0f);  // n + 127, in [0, 254]
-  return p * bits_float(biased << 23);
+  // t's bits are those of 1.5 * 2^23 plus n + 127 (in [0, 254]); shifting left by 23 drops
+  // the former (their lowest set bit is bit 22) and leaves 2^n's exponent field.
+  return p * bits_float(static_cast<int32_t>(static_cast<uint32_t>(float_bits(t)) << 23));
 }
 
 FL_HOST_DEVICE float exp_f32(float x) {

@@ -4,6 +4,9 @@
 #pragma once
 
 #include <cstdint>
+#if defined(__x86_64__)
+#include <xmmintrin.h>
+#endif
 
 #include "fastlearn/math.h"
 #include "fastlearn/simd.h"
@@ -54,15 +57,43 @@ FL_ALWAYS_INLINE T vsum(vec_t<T> v) {
 }
 
 // exp of each lane for lanes <= 0 (or NaN): exp_f32_nonpos (math.h) lane by lane, on the same
-// exp_f32_poly.
+// exp_f32_poly. `lo > x ? lo : x` is one vmaxps that keeps a NaN x (the other order is a
+// compare and a blend).
 FL_ALWAYS_INLINE vec_t<float> vexp_nonpos(vec_t<float> x) {
-  typedef int32_t ivec __attribute__((vector_size(32)));
+  typedef uint32_t uvec __attribute__((vector_size(32)));
   using V = vec_t<float>;
-  const V xc = x < -88.0f ? vsplat(-88.0f) : x;
+  const V lo = vsplat(-88.0f);
+  const V xc = lo > x ? lo : x;
   V t;
   const V p = exp_f32_poly(xc, t);
-  const ivec biased = __builtin_bit_cast(ivec, t) - 0x4B400000;  // float_bits(1.5 * 2^23): n + 127
-  return p * __builtin_bit_cast(V, biased << 23);
+  return p * __builtin_bit_cast(V, __builtin_bit_cast(uvec, t) << 23);  // 2^n, as in exp_f32_clamped
+}
+
+// exp of each lane: exp_f32 (math.h) lane by lane (the upper clamp is one vminps).
+FL_ALWAYS_INLINE vec_t<float> vexp(vec_t<float> x) {
+  const vec_t<float> hi = vsplat(88.37626266f);
+  return vexp_nonpos(hi < x ? hi : x);
+}
+
+// Non-temporal store of a vector to a 32-byte aligned p: written to memory without first
+// reading the line into the cache (a regular store of a line not in cache reads it first: a
+// third of a copy's memory traffic). Two SSE stores, so the baseline clone compiles it too;
+// a plain store off x86-64.
+FL_ALWAYS_INLINE void vstream(float* p, vec_t<float> v) {
+#if defined(__x86_64__)
+  const __m128 lo = {v[0], v[1], v[2], v[3]}, hi = {v[4], v[5], v[6], v[7]};
+  _mm_stream_ps(p, lo);
+  _mm_stream_ps(p + 4, hi);
+#else
+  vstore(p, v);
+#endif
+}
+// Orders the non-temporal stores before whatever the caller does next (another thread may
+// read the output once the parallel region ends).
+FL_ALWAYS_INLINE void stream_fence() {
+#if defined(__x86_64__)
+  _mm_sfence();
+#endif
 }
 
 inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
