@@ -1,6 +1,8 @@
 """The buffer boundary: views of NumPy arrays and torch tensors, and C++ check errors that
 arrive in Python as ValueError/TypeError naming the argument."""
 
+import ctypes
+import mmap
 import os
 import sys
 
@@ -84,9 +86,17 @@ def test_fresh_output_marks_a_large_cpu_tensor_for_huge_pages():
     thp = "/sys/kernel/mm/transparent_hugepage/enabled"
     if not os.path.exists(thp) or "[never]" in open(thp).read():
         pytest.skip("transparent huge pages are off on this machine")
-    t = torch.empty(48 << 18)  # 48 MiB
-    inside = (t.data_ptr() + (4 << 20)) & ~((2 << 20) - 1)  # a 2 MiB boundary well inside it
+    # The advice itself, on a mapping of our own: fresh from mmap, so not yet advised.
+    region = mmap.mmap(-1, 48 << 20)
+    address = ctypes.addressof(ctypes.c_char.from_buffer(region))
+    inside = (address + (4 << 20)) & ~((2 << 20) - 1)  # a 2 MiB boundary well inside it
     assert "hg" not in _vm_flags(inside)
+    assert _C.advise_huge_pages(address, 48 << 20)
+    assert "hg" in _vm_flags(inside)
+    # fresh_output on a tensor: advised afterwards. (Not checked before: when the allocator
+    # hands out memory it got back from an earlier advised tensor, that is advised already.)
+    t = torch.empty(48 << 18)  # 48 MiB
+    inside = (t.data_ptr() + (4 << 20)) & ~((2 << 20) - 1)
     assert _buffer.fresh_output(t) is t
     assert "hg" in _vm_flags(inside)
     t.fill_(1.5)
