@@ -110,3 +110,26 @@ def test_run_case_takes_the_median_of_per_round_ratios(monkeypatch):
                       baseline_name="", bytes=1 << 9, bound="memory")
     r = core.run_case(small)
     assert r["speedup"] is None and r["fraction_of_copy"] is None and r["copy_s"] is None
+
+
+def test_run_case_and_the_cli_take_the_number_of_rounds(monkeypatch, capsys):
+    from fastlearn import cli
+    from fastlearn.bench import core
+
+    seen = []
+    monkeypatch.setattr(core, "measure_interleaved",
+                        lambda fns, *a, repeats, **k: seen.append(repeats) or [[1.0] * repeats for _ in fns])
+    monkeypatch.setattr(core, "machine_peaks", lambda device="cpu": {"bandwidth": 1e10, "flops_float32": 1e11,
+                                                                    "flops_float64": 5e10})
+    case = core.Case(name="n", shape="s", setup=lambda: None, fastlearn=lambda _: None, baseline=lambda _: None,
+                     baseline_name="b")
+    assert core.run_case(case, rounds=3)["rounds"] == 3 and seen == [3]
+    with pytest.raises(ValueError, match="rounds"):
+        core.run_case(case, rounds=0)
+    monkeypatch.setattr(core, "discover", lambda quick=False, pattern=None, device=None: [case])
+    seen.clear()
+    for argv, rounds in ((["--quick"], core.QUICK_ROUNDS), ([], core.ROUNDS), (["--quick", "--rounds", "5"], 5)):
+        assert cli.main(["bench", "--no-progress", *argv]) == 0
+        assert seen[-1] == rounds
+    assert cli.main(["bench", "--rounds", "0"]) == 2
+    assert "--rounds" in capsys.readouterr().err

@@ -75,10 +75,14 @@ def _cmd_bench(args) -> int:
     from tqdm import tqdm
 
     import fastlearn
-    from fastlearn.bench.core import discover, machine_peaks, run_case
+    from fastlearn.bench.core import QUICK_ROUNDS, ROUNDS, discover, machine_peaks, run_case
 
     if args.threads:
         fastlearn.set_num_threads(args.threads)
+    rounds = args.rounds if args.rounds is not None else (QUICK_ROUNDS if args.quick else ROUNDS)
+    if rounds < 1:
+        print(f"--rounds is {rounds}; it must be at least 1", file=sys.stderr)
+        return 2
     cases = discover(quick=args.quick, pattern=args.filter, device=args.device)
     if not cases:
         what = f"{args.filter!r}" if args.filter else "the selection"
@@ -88,7 +92,7 @@ def _cmd_bench(args) -> int:
     rows = []
     try:
         for case in tqdm(cases, desc="bench", unit="case", file=sys.stderr, disable=args.no_progress):
-            rows.append(run_case(case, min_time=args.min_time))
+            rows.append(run_case(case, min_time=args.min_time, rounds=rounds))
             if args.no_progress:  # a log: one line per finished case, so a killed run keeps them
                 print(format_table(rows[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
     except KeyboardInterrupt:
@@ -160,6 +164,7 @@ def main(argv=None) -> int:
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     p.add_argument("--plot", metavar="FILE", help="also write a bar chart of the speedups (PNG)")
     p.add_argument("--min-time", type=float, default=0.15, help="seconds per timing batch (default 0.15)")
+    p.add_argument("--rounds", type=int, help="alternating timing rounds a case (default 7; 3 with --quick)")
     p.add_argument("--threads", type=int, help="threads for fastlearn and torch (default: all cores)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_bench)

@@ -189,10 +189,18 @@ def _copy_reference(nbytes: float):
     return (lambda _: dst.copy_(src)), nbytes / (src.numel() * 8)
 
 
-def run_case(case: Case, min_time: float = 0.15) -> dict:
+# Alternating rounds a case gets: 7 by default, 3 in `fastlearn bench --quick` (which must end
+# within two minutes on 2 cores; with 7 rounds it took about three).
+ROUNDS = 7
+QUICK_ROUNDS = 3
+
+
+def run_case(case: Case, min_time: float = 0.15, rounds: int = ROUNDS) -> dict:
     """Time one case and report it. fastlearn, the baseline and (for large memory-bound CPU
-    cases) a copy of the same bytes run in alternating rounds in one process; the speedup is
-    the median of the rounds' ratios, each ratio taken within one round."""
+    cases) a copy of the same bytes run in ``rounds`` alternating rounds in one process; the
+    speedup is the median of the rounds' ratios, each ratio taken within one round."""
+    if rounds < 1:
+        raise ValueError(f"run_case: rounds is {rounds}; it must be at least 1.")
     inputs = case.setup()
     fns = [case.fastlearn]
     if case.baseline:
@@ -201,7 +209,7 @@ def run_case(case: Case, min_time: float = 0.15) -> dict:
     if copy:
         copy_fn, copy_scale = _copy_reference(case.bytes)
         fns.append(copy_fn)
-    samples = measure_interleaved(fns, inputs, case.device, min_time=min_time,
+    samples = measure_interleaved(fns, inputs, case.device, min_time=min_time, repeats=rounds,
                                   pause=CPU_PAUSE if case.device == "cpu" else 0.0)
     fl = samples[0]
     t_fl = statistics.median(fl)
