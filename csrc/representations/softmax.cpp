@@ -201,6 +201,11 @@ constexpr int64_t kStreamMinBytes = int64_t{32} << 20;
 // the two passes; longer rows take softmax_row.
 constexpr int64_t kStreamMaxRow = int64_t{64} << 10;
 
+// Whether a row-case output (outer x length float32s) is large enough to stream.
+FL_ALWAYS_INLINE bool streamed_output(Split3 s) {
+  return s.outer * s.length * int64_t{sizeof(float)} >= kStreamMinBytes;
+}
+
 // Elements from y to the next 64-byte boundary (y is float-aligned).
 FL_ALWAYS_INLINE int64_t to_line(const float* y) {
   return static_cast<int64_t>((-reinterpret_cast<uintptr_t>(y) & 63) / sizeof(float));
@@ -284,7 +289,7 @@ FL_ALWAYS_INLINE void softmax_columns(const T* x, T* y, int64_t length, int64_t 
 }
 
 template <typename T, bool kLog>
-FL_ALWAYS_INLINE void softmax_backward_row(const T* g, const T* y, T* gx, int64_t n) {
+FL_ALWAYS_INLINE acc_t<T> backward_row_sum(const T* g, const T* y, int64_t n) {
   using A = acc_t<T>;
   A r = 0;  // softmax: <g, y>; log_softmax: sum g
 #pragma omp simd reduction(+ : r)
@@ -294,6 +299,13 @@ FL_ALWAYS_INLINE void softmax_backward_row(const T* g, const T* y, T* gx, int64_
     else
       r += static_cast<A>(to_float(g[i])) * static_cast<A>(to_float(y[i]));
   }
+  return r;
+}
+
+template <typename T, bool kLog>
+FL_ALWAYS_INLINE void softmax_backward_row(const T* g, const T* y, T* gx, int64_t n) {
+  using A = acc_t<T>;
+  const A r = backward_row_sum<T, kLog>(g, y, n);
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) {
     const A gi = to_float(g[i]), yi = to_float(y[i]);
@@ -307,9 +319,7 @@ FL_ALWAYS_INLINE void softmax_backward_row(const T* g, const T* y, T* gx, int64_
 // The float32 backward row for streamed outputs: the same two passes, grad_x streamed.
 template <bool kLog>
 FL_ALWAYS_INLINE void softmax_backward_row_streamed(const float* g, const float* y, float* gx, int64_t n) {
-  float r = 0;
-#pragma omp simd reduction(+ : r)
-  for (int64_t i = 0; i < n; ++i) r += kLog ? g[i] : g[i] * y[i];
+  const float r = backward_row_sum<float, kLog>(g, y, n);
   const vec_t<float> rv = vsplat(r);
   if constexpr (kLog)
     stream_range(gx, 0, n, [&](int64_t i) { return vload(g + i) - vexp(vload(y + i)) * rv; },
@@ -354,7 +364,7 @@ FL_ALWAYS_INLINE void forward_items(const T* x, T* y, Split3 s, int64_t i0, int6
   if (s.inner == 1) {
     std::vector<acc_t<T>> chunk_max;
     if constexpr (std::is_same_v<T, float>) {
-      if (s.outer * s.length * int64_t{sizeof(float)} >= kStreamMinBytes && (kLog || s.length <= kStreamMaxRow)) {
+      if (streamed_output(s) && (kLog || s.length <= kStreamMaxRow)) {
         std::vector<float> scratch(kLog ? 0 : static_cast<size_t>(s.length));
         for (int64_t r = i0; r < i1; ++r)
           softmax_row_streamed<kLog>(x + r * s.length, y + r * s.length, s.length, chunk_max, scratch.data());
@@ -377,7 +387,7 @@ template <typename T, bool kLog>
 FL_ALWAYS_INLINE void backward_items(const T* g, const T* y, T* gx, Split3 s, int64_t i0, int64_t i1) {
   if (s.inner == 1) {
     if constexpr (std::is_same_v<T, float>) {
-      if (s.outer * s.length * int64_t{sizeof(float)} >= kStreamMinBytes) {
+      if (streamed_output(s)) {
         for (int64_t r = i0; r < i1; ++r)
           softmax_backward_row_streamed<kLog>(g + r * s.length, y + r * s.length, gx + r * s.length, s.length);
         stream_fence();
