@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -36,6 +37,42 @@ def test_set_num_threads_sets_both_pools():
         fastlearn.set_num_threads(0)
     with pytest.raises(TypeError, match="int"):
         fastlearn.set_num_threads(1.5)
+
+
+def _blas_threads():
+    from threadpoolctl import threadpool_info
+
+    return [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+
+
+def test_one_blas_thread_limits_numpy_and_scipy_blas_then_restores():
+    import scipy.linalg  # noqa: F401  (SciPy's BLAS loaded, as in the estimators)
+
+    from fastlearn._info import one_blas_thread
+
+    with one_blas_thread():  # once to build the controller: a fresh process has none yet
+        pass
+    before = _blas_threads()
+    assert before, "no BLAS library found by threadpoolctl"
+    with one_blas_thread():
+        assert _blas_threads() == [1] * len(before)
+    assert _blas_threads() == before
+
+
+def test_bayesian_regression_solves_on_one_blas_thread_up_to_512_basis_functions(monkeypatch):
+    from fastlearn.linear_model import BayesianLinearRegression as BLR
+
+    seen = []
+    solve = BLR._solve
+    monkeypatch.setattr(BLR, "_solve", lambda self: (seen.append(_blas_threads()), solve(self))[1])
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 5))
+    y = X @ rng.normal(size=5) + 0.1 * rng.normal(size=200)
+    BLR().fit(X, y)
+    assert seen and all(n == 1 for n in seen[0])
+    monkeypatch.setattr("fastlearn.linear_model._bayesian._ONE_THREAD_MAX_BASIS", 4)
+    BLR().fit(X, y)
+    assert seen[1] == _blas_threads()  # 5 basis functions > 4: the pools as they were
 
 
 def test_unknown_attribute_is_attribute_error():

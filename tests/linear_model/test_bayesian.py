@@ -177,3 +177,13 @@ def test_errors():
 @parametrize_with_checks([BLR(), BLR(basis="polynomial", degree=2)])
 def test_sklearn_compatible(estimator, check):
     check(estimator)
+
+
+def test_warnings_point_at_the_callers_line():
+    X = np.random.default_rng(0).normal(size=(50, 3))
+    for fit in (lambda: BLR().fit(X, X @ np.ones(3)),                    # exact fit
+                lambda: BLR().fit(X, np.ones(50)),                       # constant targets
+                lambda: BLR(max_iter=1).fit(X, np.arange(50.0))):        # not converged
+        with pytest.warns(Warning) as rec:
+            fit()
+        assert rec[0].filename == __file__, (rec[0].filename, str(rec[0].message))

@@ -15,10 +15,10 @@ from sklearn.base import BaseEstimator
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
-from threadpoolctl import threadpool_limits
 
 from fastlearn import _C
 from fastlearn._buffer import view
+from fastlearn._info import one_blas_thread
 from fastlearn.svm._kernels import KERNEL_CODES, chunks, kernel_matrix, resolve_gamma
 
 # device="auto" sends a fit to the GPU from this many samples on (below it the CPU solver
@@ -187,7 +187,7 @@ class BaseSVM(BaseEstimator):
         out = np.empty((n, n_outputs), dtype=np.float64)
         d = X.shape[1] if hasattr(X, "shape") and len(X.shape) == 2 else 1
         small = 2.0 * n * max(1, len(self.support_)) * d < 5e8
-        with threadpool_limits(1) if small else contextlib.nullcontext():
+        with one_blas_thread() if small else contextlib.nullcontext():
             for a, b in chunks(n, max(1, len(self.support_))):
                 out[a:b] = coef_fn(self._sv_kernel(X, a, b))
         return out
