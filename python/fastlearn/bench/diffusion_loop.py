@@ -34,12 +34,18 @@ def _setup(device, scheduler_kind="fastlearn"):
     return setup
 
 
-def _fastlearn(inputs, cuda_graph, steps=STEPS):
+def _fastlearn(inputs, cuda_graph, steps=STEPS, threads=None):
     from fastlearn.diffusion import sample
 
     unet, labels, ours, _, device = inputs
-    return sample(unet, ours, (BATCH, 1, 8, 8), labels=labels, guidance_scale=GUIDANCE, num_inference_steps=steps,
-                  seed=0, device=device, cuda_graph=cuda_graph, progress=False)
+    old = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return sample(unet, ours, (BATCH, 1, 8, 8), labels=labels, guidance_scale=GUIDANCE,
+                      num_inference_steps=steps, seed=0, device=device, cuda_graph=cuda_graph, progress=False)
+    finally:
+        torch.set_num_threads(old)
 
 
 @torch.no_grad()
@@ -69,17 +75,18 @@ def cases(quick: bool = False) -> list[Case]:
     short = f"UNet 8x8 b{BATCH} x10 DDIM steps, CFG (2x{BATCH} fwd), 1 thread both"
     out = [
         Case(name="sampling loop", shape=short, setup=_setup("cpu"),
-             fastlearn=lambda inp: _fastlearn(inp, False, 10), baseline=lambda inp: _eager_loop(inp, 1, 10),
+             fastlearn=lambda inp: _fastlearn(inp, False, 10, threads=1), baseline=lambda inp: _eager_loop(inp, 1, 10),
              baseline_name="eager loop + DDIMScheduler.step", quick=True,
              notes="the --quick version: 10 steps"),
         Case(name="sampling loop", shape=shape + ", 1 thread both", setup=_setup("cpu"),
-             fastlearn=lambda inp: _fastlearn(inp, False), baseline=lambda inp: _eager_loop(inp, threads=1),
+             fastlearn=lambda inp: _fastlearn(inp, False, threads=1),
+             baseline=lambda inp: _eager_loop(inp, threads=1),
              baseline_name="eager loop + DDIMScheduler.step", quick=False,
              notes="the UNet dominates on CPU; the loop and step are a small share"),
-        Case(name="sampling loop", shape=shape + ", default threads baseline", setup=_setup("cpu"),
+        Case(name="sampling loop", shape=shape + ", default threads both", setup=_setup("cpu"),
              fastlearn=lambda inp: _fastlearn(inp, False), baseline=_eager_loop,
              baseline_name="eager loop + DDIMScheduler.step", quick=False,
-             notes="fastlearn runs models under 1M parameters on one thread (the Trainer's rule)"),
+             notes="both on torch's default threads (sample() keeps them for any model size)"),
         Case(name="sampling loop CUDA graph", shape=shape, setup=_setup("cuda"),
              fastlearn=lambda inp: _fastlearn(inp, True), baseline=_eager_loop,
              baseline_name="eager loop + DDIMScheduler.step", device="cuda", quick=True,
@@ -88,7 +95,8 @@ def cases(quick: bool = False) -> list[Case]:
     if importlib.util.find_spec("diffusers") is None:
         return out
     out.append(Case(name="sampling loop vs diffusers", shape=shape + ", 1 thread both", setup=_setup("cpu", "diffusers"),
-                    fastlearn=lambda inp: _fastlearn(inp, False), baseline=lambda inp: _eager_loop(inp, threads=1),
+                    fastlearn=lambda inp: _fastlearn(inp, False, threads=1),
+                    baseline=lambda inp: _eager_loop(inp, threads=1),
                     baseline_name="eager loop + diffusers.DDIMScheduler.step", quick=False))
     if torch.cuda.is_available():
         out.append(Case(name="sampling loop CUDA graph vs diffusers", shape=shape, setup=_setup("cuda", "diffusers"),

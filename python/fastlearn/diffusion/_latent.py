@@ -20,8 +20,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
-from fastlearn.diffusion._vdm import (EpsMLP, FixedLinearLogSNR, _check_endpoints, ancestral_step, antithetic_times,
-                                      small_model_threads)
+from fastlearn.diffusion._vdm import EpsMLP, FixedLinearLogSNR, _check_endpoints, ancestral_step, antithetic_times
 from fastlearn.nn._base import TRAINING_CONSTRAINTS, _jsonable, _seed_from
 from fastlearn.nn.autoencoder import Autoencoder
 from fastlearn.nn.training import Trainer, load_checkpoint, resolve_device, save_checkpoint
@@ -259,9 +258,8 @@ class LatentDiffusion(BaseEstimator):
         dev = resolve_device(self.device)
         self.denoiser_.to(dev).eval()
         g = torch.Generator().manual_seed(_seed_from(random_state))
-        with small_model_threads(self.denoiser_, dev):
-            z = self.denoiser_.sample(n, None if idx is None else idx.to(dev), float(guidance_scale), int(num_steps), g,
-                                      progress=bool(self.verbose))
+        z = self.denoiser_.sample(n, None if idx is None else idx.to(dev), float(guidance_scale), int(num_steps), g,
+                                  progress=bool(self.verbose))  # all torch threads (see VDM.sample)
         return z.double().cpu().numpy() * self.latent_scale_ + self.latent_mean_
 
     def sample(self, n_samples=1, labels=None, guidance_scale=1.0, num_steps=100, random_state=None):

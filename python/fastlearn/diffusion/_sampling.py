@@ -19,7 +19,6 @@ from numbers import Integral, Real
 
 import torch
 
-from fastlearn.nn.training import SMALL_MODEL_PARAMS
 
 __all__ = ["sample"]
 
@@ -221,16 +220,13 @@ def sample(model, scheduler, shape, *, labels=None, guidance_scale=1.0, guidance
     dtype = _model_dtype(model)
     gen = torch.Generator().manual_seed(int(seed))
     x = (torch.randn(shape, generator=gen, dtype=torch.float32) * float(scheduler.init_noise_sigma)).to(dev, dtype)
-    old_threads = torch.get_num_threads()
-    if dev.type == "cpu" and isinstance(model, torch.nn.Module) and \
-            sum(p.numel() for p in model.parameters()) < SMALL_MODEL_PARAMS:
-        torch.set_num_threads(1)  # the Trainer's rule: small layers lose more to thread sync than they gain
-    try:
-        with torch.no_grad():
-            return _run(model, scheduler, x, labels, guidance_scale, guidance_rescale, classifier, classifier_scale, eta,
-                        takes_eta, int(seed), gen, op, use_fused, use_graph, progress, return_x0)
-    finally:
-        torch.set_num_threads(old_threads)
+    # All of torch's threads, also for small models: unlike training (the Trainer's one-thread
+    # rule), the forwards of a sampling loop are batched and gain from them (2 cores: digits UNet
+    # 5.4-5.7 s on one thread against 3.5-3.9 s; an MLP of 17k parameters at batch 512 47 against
+    # 32 ms, 50 steps).
+    with torch.no_grad():
+        return _run(model, scheduler, x, labels, guidance_scale, guidance_rescale, classifier, classifier_scale, eta,
+                    takes_eta, int(seed), gen, op, use_fused, use_graph, progress, return_x0)
 
 
 def _run(model, scheduler, x, labels, guidance_scale, guidance_rescale, classifier, classifier_scale, eta, takes_eta,
