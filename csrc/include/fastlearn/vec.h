@@ -45,6 +45,10 @@ template <typename T>
 FL_ALWAYS_INLINE void vstore(T* p, vec_t<T> v) {
   *reinterpret_cast<typename vec32<T>::unaligned*>(p) = v;
 }
+// x in every lane, for values set up outside the hot loops: GCC keeps `0 + x` as a scalar add
+// (it turns -0 into +0) before a register broadcast. Inside an inner loop write `v * s[i]` (a
+// vector times a scalar) instead: that is one broadcast from memory. (`x - vec_t<T>{}` folds
+// to a broadcast in plain code but became vinsertps chains in target_clones functions.)
 template <typename T>
 FL_ALWAYS_INLINE vec_t<T> vsplat(T x) {
   return vec_t<T>{} + x;
