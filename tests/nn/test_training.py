@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from fastlearn.nn.training import History, Trainer, load_checkpoint, save_checkpoint
+from fastlearn.nn.training import History, Trainer, adam, load_checkpoint, save_checkpoint
 
 
 class LinearRegression(torch.nn.Module):
@@ -200,3 +200,35 @@ def test_custom_training_step_metrics_averaged_per_key():
     hist = Trainer(epochs=2, batch_size=16, validation_fraction=0.0, device="cpu").fit(TwoSteps(5, 2), X, y)
     # averaged over the batches that reported them, not diluted by those that did not
     assert hist.metrics["always"] == [1.0, 1.0] and hist.metrics["sometimes"] == [3.0, 3.0]
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+def test_adam_is_torchs_fused_adam_and_steps_like_the_default(weight_decay):
+    torch.manual_seed(0)
+    start = [torch.randn(30, 20, dtype=torch.float64), torch.randn(20, dtype=torch.float64)]
+    grads = [[torch.randn_like(p) for p in start] for _ in range(5)]
+    runs = []
+    for make in (lambda ps: adam(ps, lr=1e-2, weight_decay=weight_decay, betas=(0.8, 0.99)),
+                 lambda ps: (torch.optim.AdamW if weight_decay else torch.optim.Adam)(
+                     ps, lr=1e-2, weight_decay=weight_decay, betas=(0.8, 0.99), foreach=False)):
+        ps = [p.clone().requires_grad_() for p in start]
+        opt = make(ps)
+        for g in grads:
+            for p, gp in zip(ps, g):
+                p.grad = gp.clone()
+            opt.step()
+        runs.append((opt, torch.cat([p.detach().flatten() for p in ps])))
+    (ours, a), (_, b) = runs
+    assert type(ours) is (torch.optim.AdamW if weight_decay else torch.optim.Adam)
+    assert ours.defaults["fused"] is True and ours.defaults["betas"] == (0.8, 0.99)
+    torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert not torch.equal(a, torch.cat([p.flatten() for p in start]))  # it moved
+
+
+def test_trainer_default_optimizer_is_fused_adam():
+    module = torch.nn.Linear(3, 1)
+    module.loss = lambda x, y: ((module(x).squeeze(-1) - y) ** 2).mean()
+    trainer = Trainer(epochs=1, batch_size=4, validation_fraction=0.0, device="cpu", progress=False)
+    trainer.fit(module, torch.randn(8, 3), torch.randn(8))
+    assert trainer.optimizers["model"].defaults["fused"] is True
+

@@ -23,7 +23,7 @@ from sklearn.utils.validation import check_is_fitted
 from fastlearn.diffusion._schedules import SCHEDULE_NAMES
 from fastlearn.diffusion._unet import UNet, _ResBlock, timestep_embedding
 from fastlearn.nn._base import TRAINING_CONSTRAINTS, NeuralEstimator, _seed_from
-from fastlearn.nn.training import SMALL_MODEL_PARAMS, Trainer, _check_int, _check_real, resolve_device
+from fastlearn.nn.training import SMALL_MODEL_PARAMS, Trainer, _check_int, _check_real, adam, resolve_device
 
 __all__ = ["DiffusionModel", "ExponentialMovingAverage", "NoisyClassifier"]
 
@@ -101,8 +101,8 @@ class _DenoiserTraining(torch.nn.Module):
         return F.mse_loss(self.unet(x_t, t, y), target)
 
     def configure_optimizers(self, trainer):
-        return {"model": torch.optim.AdamW(self.unet.parameters(), lr=trainer.learning_rate,
-                                           weight_decay=trainer.weight_decay)}
+        # AdamW as before (with no weight decay it is Adam)
+        return {"model": adam(self.unet.parameters(), lr=trainer.learning_rate, weight_decay=trainer.weight_decay)}
 
     def training_step(self, batch, trainer):
         with trainer.autocast():

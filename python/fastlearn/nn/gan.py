@@ -16,6 +16,7 @@ from torch import nn
 
 from fastlearn.nn._base import NeuralEstimator
 from fastlearn.nn._nets import build_decoder, build_encoder, check_layer_sizes, infer_image_shape
+from fastlearn.nn.training import adam
 
 __all__ = ["GAN", "GANModule", "discriminator_loss", "generator_loss"]
 
@@ -84,8 +85,8 @@ class GANModule(nn.Module):
 
     def configure_optimizers(self, trainer):
         betas = (self.beta1, 0.999)
-        return {"discriminator": torch.optim.Adam(self.discriminator.parameters(), lr=self.learning_rate, betas=betas),
-                "generator": torch.optim.Adam(self.generator.parameters(), lr=self.learning_rate, betas=betas)}
+        return {"discriminator": adam(self.discriminator.parameters(), lr=self.learning_rate, betas=betas),
+                "generator": adam(self.generator.parameters(), lr=self.learning_rate, betas=betas)}
 
     def training_step(self, batch, trainer):
         """One discriminator ascent step on this minibatch; every k-th call also one generator step."""
