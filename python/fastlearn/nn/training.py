@@ -153,10 +153,10 @@ _FUSED_ADAM_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float6
 
 def adam(params, *, lr: float, weight_decay: float = 0.0, betas=(0.9, 0.999)) -> torch.optim.Optimizer:
     """torch's Adam (AdamW when ``weight_decay`` > 0), fused when every parameter is a CPU or CUDA
-    float tensor: one kernel a parameter per step in place of about ten tensor ops. On the CPU, the
-    digits VAE's MLP shape (~100k parameters in 12 tensors): 189 us a step against 867 us for the default (one
-    tensor at a time); its training epoch ~25% faster. The result equals the default's to a few
-    units in the last place (the fused kernel rounds in another order)."""
+    float tensor: one kernel a parameter per step in place of about ten tensor ops. On the CPU,
+    for the digits VAE's MLP shape (~100k parameters in 12 tensors): 189 us a step against 867
+    us for the default (one tensor at a time); its training epoch ~25% faster. The result equals
+    the default's to a few units in the last place (the fused kernel rounds in another order)."""
     params = list(params)
     fused = bool(params) and all(p.device.type in ("cpu", "cuda") and p.dtype in _FUSED_ADAM_DTYPES for p in params)
     cls = torch.optim.AdamW if weight_decay > 0 else torch.optim.Adam
