@@ -258,9 +258,12 @@ class GaussianMixture(SaveLoadMixin, DensityMixin, BaseEstimator):
         ct = self.covariance_type
         stats = {"nk": np.zeros(K), "s1": np.zeros((K, D)),
                  "s2": np.zeros((K, D, D)) if ct == "full" else np.zeros((K, D)) if ct != "tied" else None}
+        if labels is not None:  # each component's points in their order, from one stable sort
+            order = np.argsort(labels, kind="stable")
+            bounds = np.searchsorted(labels[order], np.arange(K + 1))
         for k in range(K):
             if labels is not None:
-                Xk = X[labels == k].astype(np.float64) - center[k]
+                Xk = X[order[bounds[k]:bounds[k + 1]]].astype(np.float64) - center[k]
                 rk = None
                 stats["nk"][k] = Xk.shape[0]
             else:
