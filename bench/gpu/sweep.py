@@ -1,7 +1,7 @@
 """Tuning sweeps for the GPU kernels, for one device-tool call: each variant timed with CUDA
 events (triton.testing.do_bench, median) against the baseline in the same run. Not part of
 the benchmark suite (``fastlearn bench`` times the chosen configurations); this script is how
-they were chosen.  Usage: python3 bench/gpu/sweep.py [softmax] [estep]
+they were chosen.  Usage: python3 bench/gpu/sweep.py [softmax] [estep] [estep_precision] [estep_programs]
 """
 
 import sys
@@ -149,6 +149,48 @@ def sweep_estep():
         _gpu.ESTEP_FULL_OPTIONS = default_options
 
 
+def sweep_estep_programs():
+    """Full covariance, D=32, K=16, N=1M, default options: point-block size, warps and programs
+    a multiprocessor. Each program read-modify-writes its own float64 slot of K x D x D
+    statistics once a block: at the default (64 points, 8 programs a multiprocessor) the slots
+    take more than the L2, so a pass could move ~4 GB through HBM (about 1.2 ms of the 2.9 ms
+    measured in session 5). Fewer programs keep the slots in L2 but hide less latency; larger
+    blocks halve the slot traffic a point. (Written in session 9 without a GPU: not yet run.)"""
+    from fastlearn.kernels.triton import gaussian_estep as tk
+    from fastlearn.kernels.triton._host import cdiv
+    from fastlearn.mixture import _gpu
+
+    a = torch.randn(8192, 8192, device="cuda")
+    peak = 2 * 8192 ** 3 / (_ms(lambda: a @ a) * 1e-3)
+    props = torch.cuda.get_device_properties(0)
+    n_sm, l2 = props.multi_processor_count, getattr(props, "L2_cache_size", 0)
+    N, D, K = 1_000_000, 32, 16
+    X, means, P, log_w = _estep_problem("full", N, D, K)
+    flops = 2.0 * N * K * D * (D + 1)
+    slot = 8 * K * (1 + D + D * D)
+    print(f"fp32 peak {peak / 1e12:.1f} TFLOP/s, {n_sm} SMs, L2 {l2 / 2**20:.0f} MiB, slot {slot / 2**10:.0f} KiB")
+    real_config = tk.launch_config
+    try:
+        for bn in (32, 64, 128):
+            for warps in (1, 2, 4):
+                for per_sm in (2, 3, 4, 6, 8):
+                    def cfg(n, d, k, f64, n_sm=None, slot_budget_bytes=256 << 20, cov=0, bn=bn, warps=warps,
+                            per_sm=per_sm):
+                        meta, _ = real_config(n, d, k, f64, n_sm=n_sm, slot_budget_bytes=slot_budget_bytes, cov=cov)
+                        return dict(meta, BLOCK_N=bn, num_warps=warps), max(1, min(per_sm * (n_sm or 1), cdiv(n, bn)))
+                    tk.launch_config = cfg
+                    progs = per_sm * n_sm
+                    label = (f"BLOCK_N {bn:3d} warps {warps} programs {per_sm}/SM "
+                             f"(slots {progs * slot / 2**20:5.0f} MiB, slot traffic {2 * slot * cdiv(N, bn) / 1e9:.1f} GB)")
+                    try:
+                        t = _ms(lambda: _gpu.estep(X, means, P, log_w, "full", stats=True))
+                        print(f"  {label}: {t * 1e3:.0f} us = {flops / t / 1e9 / (peak / 1e12):.0%} of peak")
+                    except Exception as e:  # noqa: BLE001  (a configuration that does not fit)
+                        print(f"  {label}: {type(e).__name__}")
+    finally:
+        tk.launch_config = real_config
+
+
 def sweep_estep_precision():
     """The log-densities' tl.dot precision (tf32x3 or ieee) with the current defaults."""
     from fastlearn.mixture import _gpu
@@ -174,3 +216,5 @@ if __name__ == "__main__":
         sweep_estep()
     if "estep_precision" in which:
         sweep_estep_precision()
+    if "estep_programs" in which:
+        sweep_estep_programs()
