@@ -149,3 +149,15 @@ def test_assignment_is_the_first_nearest_centre(dtype, K, N, D):
     assert out["inertia"] == pytest.approx(d.min(1).sum(), rel=1e-12)
     np.testing.assert_array_equal(out["counts"], np.bincount(d.argmin(1), minlength=K))
     assert _assign(X, C, np.ones(len(X), dtype), inertia=False)["inertia"] == 0.0
+
+
+def test_float32_assignment_refuses_more_centres_than_it_can_index():
+    """The argmin carries centre indices in the data's float type: float32 stops at 2^24."""
+    from fastlearn.cluster._kmeans import _assign
+
+    X = np.zeros((1, 1), dtype=np.float32)
+    C = np.zeros((1 << 24, 1), dtype=np.float32)  # 64 MiB; the check comes before any work
+    with pytest.raises(ValueError, match=r"2\^24.*float64"):
+        _assign(X, C, np.ones(1, dtype=np.float32))
+    labels = _assign(X.astype(np.float64), C[:3].astype(np.float64), np.ones(1))["labels"]
+    assert labels.tolist() == [0]  # three equal centres: the first wins
