@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -103,8 +104,9 @@ def format_info(d: dict | None = None) -> str:
 _BLAS = None  # threadpoolctl controller over NumPy's and SciPy's BLAS, made on first use
 
 
-def one_blas_thread():
-    """Context manager: NumPy's and SciPy's BLAS/LAPACK on one thread inside it.
+def one_blas_thread(when: bool = True):
+    """Context manager: NumPy's and SciPy's BLAS/LAPACK on one thread inside it (when ``when``;
+    otherwise it changes nothing, for callers that limit small problems only).
 
     For the small dense algebra of the estimators' Python layer. On a 2-core machine two
     OpenBLAS pools (NumPy and SciPy each bring one) whose workers spin after every call share
@@ -113,6 +115,8 @@ def one_blas_thread():
     built once (threadpoolctl's ``threadpool_limits`` looks the libraries up on every call:
     ~1.7 ms, against ~40 us here)."""
     global _BLAS
+    if not when:
+        return contextlib.nullcontext()
     if _BLAS is None:
         import scipy.linalg  # noqa: F401  (loads SciPy's BLAS before the libraries are listed)
         from threadpoolctl import ThreadpoolController

@@ -9,7 +9,6 @@ number of parameters gamma) can rerun after every chunk."""
 
 from __future__ import annotations
 
-import contextlib
 import warnings
 from numbers import Integral, Real
 
@@ -185,7 +184,7 @@ class BayesianLinearRegression(SaveLoadMixin, RegressorMixin, BaseEstimator):
         if reset:
             self._setup_basis(X)
         Phi = self.transform_basis(X)
-        with one_blas_thread() if Phi.shape[1] <= _ONE_THREAD_MAX_BASIS else contextlib.nullcontext():
+        with one_blas_thread(when=Phi.shape[1] <= _ONE_THREAD_MAX_BASIS):
             self._accumulate(Phi, y, sw)
             n = self._stats["n"]
             if self.fit_evidence and (n < 2 or X.shape[0] < 1):
@@ -348,8 +347,7 @@ class BayesianLinearRegression(SaveLoadMixin, RegressorMixin, BaseEstimator):
             return mean
         Pc = Phi - self._stats["mu"] if self.fit_intercept else Phi
         # phi^T SN phi = ||L^-1 phi||^2 with L L^T = SN^-1: a triangular solve, no inverse.
-        small = self._L.shape[0] <= _ONE_THREAD_MAX_BASIS
-        with one_blas_thread() if small else contextlib.nullcontext():
+        with one_blas_thread(when=self._L.shape[0] <= _ONE_THREAD_MAX_BASIS):
             Z = sla.solve_triangular(self._L, Pc.T, lower=True)
         var = 1.0 / self.beta_ + (Z * Z).sum(0)
         if self.fit_intercept:

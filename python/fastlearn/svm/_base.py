@@ -4,7 +4,6 @@ values at predict time, device selection, and saving/loading without pickle."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import warnings
 from numbers import Integral, Real
@@ -187,7 +186,7 @@ class BaseSVM(BaseEstimator):
         out = np.empty((n, n_outputs), dtype=np.float64)
         d = X.shape[1] if hasattr(X, "shape") and len(X.shape) == 2 else 1
         small = 2.0 * n * max(1, len(self.support_)) * d < 5e8
-        with one_blas_thread() if small else contextlib.nullcontext():
+        with one_blas_thread(when=small):
             for a, b in chunks(n, max(1, len(self.support_))):
                 out[a:b] = coef_fn(self._sv_kernel(X, a, b))
         return out
