@@ -8,6 +8,7 @@ runner can report the fraction of the machine's measured peak it reaches.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import pkgutil
 import statistics
@@ -40,6 +41,18 @@ class Case:
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    """torch's intra-op threads set to ``n`` inside (None: left as they are), restored after."""
+    old = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 def measure(fn: Callable[[Any], Any], inputs: Any, device: str = "cpu", min_time: float = 0.15,

@@ -10,7 +10,7 @@ import importlib.util
 
 import torch
 
-from fastlearn.bench.core import Case
+from fastlearn.bench.core import Case, torch_threads
 
 BATCH, STEPS, GUIDANCE = 64, 50, 3.0
 
@@ -38,14 +38,9 @@ def _fastlearn(inputs, cuda_graph, steps=STEPS, threads=None):
     from fastlearn.diffusion import sample
 
     unet, labels, ours, _, device = inputs
-    old = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         return sample(unet, ours, (BATCH, 1, 8, 8), labels=labels, guidance_scale=GUIDANCE,
                       num_inference_steps=steps, seed=0, device=device, cuda_graph=cuda_graph, progress=False)
-    finally:
-        torch.set_num_threads(old)
 
 
 @torch.no_grad()
@@ -53,10 +48,7 @@ def _eager_loop(inputs, threads=None, steps=STEPS):
     """The loop of a diffusers-style pipeline: batched [cond; uncond] forward, CFG in torch,
     scheduler.step."""
     unet, labels, _, sched, device = inputs
-    old = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         sched.set_timesteps(steps, device=device)
         g = torch.Generator().manual_seed(0)
         x = torch.randn(BATCH, 1, 8, 8, generator=g).to(device)
@@ -66,8 +58,6 @@ def _eager_loop(inputs, threads=None, steps=STEPS):
             eps = uncond + GUIDANCE * (cond - uncond)
             x = sched.step(eps, t, x).prev_sample
         return x
-    finally:
-        torch.set_num_threads(old)
 
 
 def cases(quick: bool = False) -> list[Case]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from fastlearn.bench.core import Case
+from fastlearn.bench.core import Case, torch_threads
 
 
 def _digits():
@@ -17,10 +17,7 @@ def _digits():
 
 def _plain_epoch(module, X, batch_size, threads=None):
     """The loop a user writes by hand: shuffle, minibatches, Adam, zero_grad/backward/step."""
-    old = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         opt = torch.optim.Adam(module.parameters(), lr=1e-3)
         perm = torch.randperm(X.shape[0])
         module.train()
@@ -31,8 +28,6 @@ def _plain_epoch(module, X, batch_size, threads=None):
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-    finally:
-        torch.set_num_threads(old)
 
 
 def _train_case(kind, batch_size, baseline_threads, quick):
