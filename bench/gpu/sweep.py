@@ -170,23 +170,28 @@ def sweep_estep_programs():
     slot = 8 * K * (1 + D + D * D)
     print(f"fp32 peak {peak / 1e12:.1f} TFLOP/s, {n_sm} SMs, L2 {l2 / 2**20:.0f} MiB, slot {slot / 2**10:.0f} KiB")
     real_config = tk.launch_config
+    # 32-column slabs everywhere, then 16-column slabs of P for a few of the configurations:
+    # compiled for sm_90 without a GPU (bench/gpu/compile_report.py, Triton 3.6) they hold fewer
+    # registers (log-densities alone at 32 points over 2 warps: 128 registers against 246 for the
+    # default), but the statistics part still takes 255 at every size.
+    grid = [(bn, warps, per_sm, 32) for bn in (32, 64, 128) for warps in (1, 2, 4) for per_sm in (2, 3, 4, 6, 8)]
+    grid += [(64, 2, 8, 16), (64, 2, 4, 16), (32, 2, 8, 16), (32, 1, 8, 16), (64, 4, 4, 16), (64, 4, 8, 16)]
     try:
-        for bn in (32, 64, 128):
-            for warps in (1, 2, 4):
-                for per_sm in (2, 3, 4, 6, 8):
-                    def cfg(n, d, k, f64, n_sm=None, slot_budget_bytes=256 << 20, cov=0, bn=bn, warps=warps,
-                            per_sm=per_sm):
-                        meta, _ = real_config(n, d, k, f64, n_sm=n_sm, slot_budget_bytes=slot_budget_bytes, cov=cov)
-                        return dict(meta, BLOCK_N=bn, num_warps=warps), max(1, min(per_sm * (n_sm or 1), cdiv(n, bn)))
-                    tk.launch_config = cfg
-                    progs = per_sm * n_sm
-                    label = (f"BLOCK_N {bn:3d} warps {warps} programs {per_sm}/SM "
-                             f"(slots {progs * slot / 2**20:5.0f} MiB, slot traffic {2 * slot * cdiv(N, bn) / 1e9:.1f} GB)")
-                    try:
-                        t = _ms(lambda: _gpu.estep(X, means, P, log_w, "full", stats=True))
-                        print(f"  {label}: {t * 1e3:.0f} us = {flops / t / 1e9 / (peak / 1e12):.0%} of peak")
-                    except Exception as e:  # noqa: BLE001  (a configuration that does not fit)
-                        print(f"  {label}: {type(e).__name__}")
+        for bn, warps, per_sm, bj in grid:
+            def cfg(n, d, k, f64, n_sm=None, slot_budget_bytes=256 << 20, cov=0, bn=bn, warps=warps,
+                    per_sm=per_sm, bj=bj):
+                meta, _ = real_config(n, d, k, f64, n_sm=n_sm, slot_budget_bytes=slot_budget_bytes, cov=cov)
+                return (dict(meta, BLOCK_N=bn, num_warps=warps, BLOCK_J=bj),
+                        max(1, min(per_sm * (n_sm or 1), cdiv(n, bn))))
+            tk.launch_config = cfg
+            progs = per_sm * n_sm
+            label = (f"BLOCK_N {bn:3d} warps {warps} programs {per_sm}/SM BLOCK_J {bj} "
+                     f"(slots {progs * slot / 2**20:5.0f} MiB, slot traffic {2 * slot * cdiv(N, bn) / 1e9:.1f} GB)")
+            try:
+                t = _ms(lambda: _gpu.estep(X, means, P, log_w, "full", stats=True))
+                print(f"  {label}: {t * 1e3:.0f} us = {flops / t / 1e9 / (peak / 1e12):.0%} of peak")
+            except Exception as e:  # noqa: BLE001  (a configuration that does not fit)
+                print(f"  {label}: {type(e).__name__}")
     finally:
         tk.launch_config = real_config
 

@@ -162,7 +162,11 @@ def launch_config(n, d, k, dtype_is_fp64, n_sm=None, slot_budget_bytes=256 << 20
     Full covariance in float32 with D <= 32 takes small programs instead: 64 points, 2 warps,
     8 a multiprocessor (on an H100 at N=1e6, D=32, K=16: 2.9 ms against 7.6 ms for 256 points
     over 8 warps, 2 a multiprocessor; bench/gpu/sweep.py): more programs in flight hide the
-    latency of the per-component chain of products, reductions and slot updates.
+    latency of the per-component chain of products, reductions and slot updates. (Compiled
+    for sm_90 this program takes 255 registers a thread and spills ~200 B: only 4 of its 2-warp
+    programs fit an SM's registers at once, so the 8 run in two waves; bench/gpu/compile_report.py.)
+    float64 with D >= 128 takes 32-column slabs over 8 warps: with 64-column slabs over 4 warps
+    the passes spilled 200-1000 B a thread to local memory (compile report; not yet timed).
     """
     block_d = max(16, next_power_of_2(max(d, 1)))
     block_k = max(2, next_power_of_2(max(k, 1)))
@@ -172,6 +176,8 @@ def launch_config(n, d, k, dtype_is_fp64, n_sm=None, slot_budget_bytes=256 << 20
     while block_n > 16 and (block_n * block_d > cap or block_n * block_k > cap):
         block_n //= 2
     num_warps = 8 if block_n * max(block_d, block_k) >= 8192 else 4
+    if dtype_is_fp64 and block_d >= 128:
+        block_j, num_warps = 32, 8
     per_sm = 2
     if cov == 0 and not dtype_is_fp64 and block_d <= 32 and block_k <= 64:
         block_n, num_warps, per_sm = 64, 2, 8
