@@ -13,13 +13,15 @@ import os
 import pytest
 import torch
 
+from fastlearn._info import triton_interpret
+
 pytestmark = pytest.mark.triton
 
 _REPORT = os.path.join(os.path.dirname(__file__), os.pardir, "bench", "gpu", "compile_report.py")
 
 
 def _report_module():
-    if torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET", "0") in ("", "0"):
+    if torch.cuda.is_available() or not triton_interpret():
         pytest.skip("records launches under Triton's interpreter; on a GPU the triton tests compile for real")
     try:
         importlib.import_module("triton.backends.nvidia.compiler")
