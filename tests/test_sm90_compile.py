@@ -44,7 +44,7 @@ def compiled():
 def test_bench_configurations_compile_for_sm90(compiled):
     cr, results = compiled
     names = {r["name"] for r in results}
-    assert names == {"_gaussian_estep_kernel", "_kmeans_assign_kernel"}
+    assert names == {"_gaussian_estep_kernel", "_gaussian_full_stats_kernel", "_kmeans_assign_kernel"}
     assert {r["const"]["COV"] for r in results if r["name"] == "_gaussian_estep_kernel"} == {0, 1, 2}
     failed = [f"{cr._summary(r)}: {r['error']}" for r in results if not r["ok"]]
     assert not failed, "\n".join(failed)
@@ -61,3 +61,13 @@ def test_float64_wide_tiles_do_not_spill(compiled):
     assert wide and all(r["const"]["BLOCK_J"] == 32 and r["num_warps"] == 8 for r in wide)
     tied = [r for r in wide if r["const"]["COV"] == 1]
     assert tied and all(r["stack"] == 0 for r in tied), [(cr._summary(r), r["stack"]) for r in tied]
+
+
+def test_split_statistics_do_not_spill_at_32_features(compiled):
+    """The split statistics' second launch (one component's product and scatter a program) in
+    float32 at D=32 holds its state in registers: no local memory (146 registers, Triton 3.6
+    and 3.9), where the fused kernel with all K components' statistics takes 255 and spills."""
+    cr, results = compiled
+    split = [r for r in results if r["name"] == "_gaussian_full_stats_kernel" and r["types"]["X"] == "*fp32"
+             and r["const"]["BLOCK_D"] == 32]
+    assert split and all(r["stack"] == 0 for r in split), [(cr._summary(r), r["stack"]) for r in split]

@@ -83,7 +83,7 @@ def describe_launch(fn, args, kwargs):
             const[name] = None
         else:
             raise TypeError(f"{fn.__name__}: argument {name!r} of type {type(v).__name__}")
-    options = {k: kwargs[k] for k in ("num_warps", "num_stages") if k in kwargs}
+    options = {k: kwargs[k] for k in ("num_warps", "num_stages", "maxnreg") if k in kwargs}
     return dict(module=fn.__module__.rsplit(".", 1)[-1], name=fn.__name__, types=types, const=const,
                 aligned=aligned, options=options)
 
@@ -147,7 +147,10 @@ for line in sys.stdin:
                    num_warps=ck.metadata.num_warps, local_stores=len(re.findall(r"\bSTL\b", sass)),
                    local_loads=len(re.findall(r"\bLDL\b", sass)))
     except Exception as e:  # noqa: BLE001  (reported per launch: that is the point)
-        res["error"] = f"{type(e).__name__}: {str(e).strip().splitlines()[-1][:300] if str(e).strip() else ''}"
+        # a CompilationError ends with the source line and a caret: keep the lines above them too
+        lines = [l.strip() for l in str(e).strip().splitlines() if l.strip() and set(l.strip()) != {"^"}]
+        cause = f" ({type(e.__cause__).__name__}: {str(e.__cause__)[:300]})" if e.__cause__ else ""
+        res["error"] = f"{type(e).__name__}: {' | '.join(lines[-3:])[:400]}{cause}"
     print(json.dumps(res, default=str), flush=True)
 '''
 
@@ -193,6 +196,15 @@ def bench_launches():
             log_w = torch.full((K,), -float(torch.log(torch.tensor(float(K)))), dtype=dtype)
             _gpu.estep(X, means, P, log_w, cov, stats=True)
             _gpu.estep(X, means, P, log_w, cov, log_norm=True, labels=True)
+        split = dict(_gpu.ESTEP_FULL_OPTIONS)
+        try:  # the split statistics (an option, not yet the default): its second launch
+            _gpu.ESTEP_FULL_OPTIONS = dict(split, SPLIT=True)
+            for D, dtype in ((32, torch.float32), (64, torch.float32), (32, torch.float64), (64, torch.float64)):
+                X, K = torch.randn(4096, D, dtype=dtype), 16
+                _gpu.estep(X, torch.randn(K, D, dtype=dtype), torch.eye(D, dtype=dtype).expand(K, D, D).contiguous(),
+                           torch.full((K,), -float(torch.log(torch.tensor(float(K)))), dtype=dtype), "full", stats=True)
+        finally:
+            _gpu.ESTEP_FULL_OPTIONS = split
         for D, K in ((32, 16), (8, 64), (64, 256)):
             X = torch.randn(4096, D)
             kgpu.assign(X, torch.randn(K, D), torch.ones(4096), stats=True)
@@ -220,7 +232,7 @@ def pytest_launches(pytest_args):
 
 
 def _summary(r, shown=("COV", "STATS", "WRITE_LOG_NORM", "BLOCK_N", "BLOCK_D", "BLOCK_K", "BLOCK_J", "BLOCK",
-                       "BLOCK_M", "ROWS", "PRECISION", "PRECISION_S")):
+                       "BLOCK_M", "ROWS", "INNER", "PRECISION", "PRECISION_S")):
     consts = " ".join(f"{k}={r['const'][k]}" for k in shown if k in r["const"])
     x = r["types"].get("X") or r["types"].get("Q") or ""
     return f"{r['name']} {x} warps={r['options'].get('num_warps', 4)} {consts}"

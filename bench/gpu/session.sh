@@ -3,6 +3,7 @@
 # run the test suite on it (cuda and triton tests run for real), then the GPU benchmarks.
 # Logs and JSON go to $OUT (the device tool brings them back); copy what matters into
 # bench/results/ with the device name.  Usage: bash bench/gpu/session.sh [pytest args...]
+# STAGES (default build,test,bench) may add 'sweep': the tuning sweeps named in SWEEPS.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONFAULTHANDLER=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 OUT=${OUT:-/tmp/fastlearn-gpu}; mkdir -p "$OUT"
@@ -28,6 +29,13 @@ if [[ $STAGES == *test* ]]; then
     -m "${MARK:-cuda or triton}" "$@" >"$OUT/tests.log" 2>&1
   echo "tests: rc=$? in $(( $(date +%s) - t )) s"; grep -E "passed|failed|error" "$OUT/tests.log" | tail -3
   grep -E "^(FAILED|ERROR)" "$OUT/tests.log" | head -40
+fi
+
+if [[ $STAGES == *sweep* ]]; then
+  # tuning sweeps (bench/gpu/sweep.py); the ones queued for the next GPU session by default
+  t=$(date +%s)
+  timeout ${SWEEP_TIMEOUT:-540} python3 bench/gpu/sweep.py ${SWEEPS:-estep_split estep_programs} >"$OUT/sweep.log" 2>&1
+  echo "sweep: rc=$? in $(( $(date +%s) - t )) s"; grep -E "^estep|best|fused|us =" "$OUT/sweep.log" | tail -60
 fi
 
 if [[ $STAGES == *bench* ]]; then

@@ -2,6 +2,7 @@
 events (triton.testing.do_bench, median) against the baseline in the same run. Not part of
 the benchmark suite (``fastlearn bench`` times the chosen configurations); this script is how
 they were chosen.  Usage: python3 bench/gpu/sweep.py [softmax] [estep] [estep_precision] [estep_programs]
+       [estep_split]
 """
 
 import sys
@@ -66,19 +67,19 @@ def tl_f32():
     return tl.float32
 
 
-def _estep_problem(cov, N, D, K, seed=0):
-    g = torch.Generator(device="cuda").manual_seed(seed)
-    centers = torch.randn(K, D, generator=g, device="cuda") * 4.0
-    X = centers[torch.randint(0, K, (N,), generator=g, device="cuda")] + torch.randn(N, D, generator=g, device="cuda")
+def _estep_problem(cov, N, D, K, seed=0, device="cuda"):
+    g = torch.Generator(device=device).manual_seed(seed)
+    centers = torch.randn(K, D, generator=g, device=device) * 4.0
+    X = centers[torch.randint(0, K, (N,), generator=g, device=device)] + torch.randn(N, D, generator=g, device=device)
     means = centers + 0.5
     if cov == "full":
-        A = torch.randn(K, D, D, generator=g, device="cuda", dtype=torch.float64) * 0.1
-        cov_m = torch.eye(D, device="cuda", dtype=torch.float64) + A @ A.transpose(1, 2)
+        A = torch.randn(K, D, D, generator=g, device=device, dtype=torch.float64) * 0.1
+        cov_m = torch.eye(D, device=device, dtype=torch.float64) + A @ A.transpose(1, 2)
         P = torch.linalg.cholesky(torch.linalg.inv(cov_m)).transpose(1, 2).contiguous()  # upper, as sklearn's
         P = P.float()
     else:
-        P = torch.ones(K, D, device="cuda")
-    log_w = torch.full((K,), -float(torch.log(torch.tensor(float(K)))), device="cuda")
+        P = torch.ones(K, D, device=device)
+    log_w = torch.full((K,), -float(torch.log(torch.tensor(float(K)))), device=device)
     return X, means, P, log_w
 
 
@@ -196,6 +197,127 @@ def sweep_estep_programs():
         tk.launch_config = real_config
 
 
+def sweep_estep_split(N=1_000_000, device="cuda", ms=None):
+    """Full covariance, N=1M, K=16, D=32 and 64, float32: the fused kernel (the default), the
+    fused kernel with all components' log-density products in slabs (ESTEP_FULL_OPTIONS
+    'ALLK_J'), and the split statistics ('SPLIT'): a first launch without statistics that
+    writes log_norm, then _gaussian_full_stats_kernel over (component, chunk) programs. Each
+    launch's configuration is swept on its own (the first over the point block, warps,
+    programs a multiprocessor, BLOCK_J and ALLK_J; the second over the point block, warps,
+    programs a multiprocessor and the scatter's precision), then the best pair is timed whole,
+    with its accuracy against float64. (Written in session 11 without a GPU: not yet run. Compiled for
+    sm_90 the second launch at D=32 takes 146 registers and no local memory at 64 points over
+    4 warps, where the fused kernel takes 255 and spills.)"""
+    from fastlearn.kernels.triton import gaussian_estep as tk
+    from fastlearn.kernels.triton._host import cdiv
+    from fastlearn.mixture import _gpu
+
+    ms = ms or _ms  # (N, device and ms: a dry run of this code under the interpreter)
+    a = torch.randn(8192, 8192, device=device) if device == "cuda" else torch.randn(64, 64)
+    peak = 2 * a.shape[0] ** 3 / (ms(lambda: a @ a) * 1e-3)
+    real_config, real_split, default_options = tk.launch_config, tk.split_stats_config, dict(_gpu.ESTEP_FULL_OPTIONS)
+    K = 16
+
+    def first(bn, warps, per_sm, bj):
+        def cfg(n, d, k, f64, n_sm=None, slot_budget_bytes=256 << 20, cov=0):
+            meta, _ = real_config(n, d, k, f64, n_sm=n_sm, slot_budget_bytes=slot_budget_bytes, cov=cov)
+            return dict(meta, BLOCK_N=bn, num_warps=warps, BLOCK_J=min(bj, meta["BLOCK_D"])), \
+                max(1, min(per_sm * (n_sm or 1), cdiv(n, bn)))
+        return cfg
+
+    def second(bn, warps, per_sm, maxnreg=None):
+        def cfg(n, d, k, f64, n_sm=None, slot_budget_bytes=256 << 20):
+            meta, _ = real_split(n, d, k, f64, n_sm=n_sm, slot_budget_bytes=slot_budget_bytes)
+            meta = dict(meta, BLOCK_N=bn, num_warps=warps, **({"maxnreg": maxnreg} if maxnreg else {}))
+            return meta, max(1, min(cdiv(per_sm * (n_sm or 1), k), cdiv(n, bn)))
+        return cfg
+
+    def timed(label, fn, flops):
+        try:
+            t = ms(fn)
+            print(f"  {label}: {t * 1e3:.0f} us = {flops / t / 1e9 / (peak / 1e12):.0%} of peak")
+            return t
+        except Exception as e:  # noqa: BLE001  (a configuration that does not fit)
+            print(f"  {label}: {type(e).__name__}: {str(e)[:120]}")
+            return float("inf")
+
+    try:
+        for D in (32, 64):
+            X, means, P, log_w = _estep_problem("full", N, D, K, device=device)
+            flops = 2.0 * N * K * D * (D + 1)
+            ref = _gpu.estep(X.double(), means.double(), P.double(), log_w.double(), "full", stats=True)
+            print(f"estep full N={N} D={D} K={K} float32, fp32 peak {peak / 1e12:.1f} TFLOP/s; "
+                  f"percentages: counted FLOPs 2NKD(D+1) over the time")
+            _gpu.ESTEP_FULL_OPTIONS = dict(default_options, SPLIT=False)
+            t_fused = timed("fused (default)", lambda: _gpu.estep(X, means, P, log_w, "full", stats=True), flops)
+            # (bn, warps, programs/SM, BLOCK_J, ALLK_J). Compiled for sm_90 (Triton 3.6, D=32), no
+            # statistics: 64 points over 2 warps, BLOCK_J 32: 246 registers; BLOCK_J 16: 164; 32
+            # over 2 warps, 16: 128; 64 over 4 warps, 16: 90; ALLK_J 32 at 64 over 4 warps: 110,
+            # ALLK_J 64 there: 146; 128 over 8 warps, ALLK_J 64: 140; none of these spills. With
+            # statistics, ALLK_J 32 at 64 points over 4 warps 197 and 128 over 8 warps 220, no
+            # local memory (the default spills ~200 B).
+            print("  fused with all components' products (ALLK_J):")
+            best_f = (t_fused, "default")
+            for c in [(64, 4, 4, 32, 32), (64, 4, 5, 32, 32), (64, 4, 4, 32, 64), (128, 8, 2, 32, 32),
+                      (128, 8, 2, 32, 64), (128, 8, 3, 32, 64), (32, 2, 8, 32, 32), (64, 2, 8, 32, 32)]:
+                tk.launch_config = first(*c[:4])
+                _gpu.ESTEP_FULL_OPTIONS = dict(default_options, SPLIT=False, ALLK_J=c[4])
+                t = timed(f"BLOCK_N {c[0]} warps {c[1]} programs {c[2]}/SM ALLK_J {c[4]}",
+                          lambda: _gpu.estep(X, means, P, log_w, "full", stats=True), flops)
+                best_f = (t, c) if t < best_f[0] else best_f
+            print("  first launch alone (no statistics, log_norm written):")
+            best1 = (float("inf"), None)
+            for c in [(64, 2, 8, 32, 0), (64, 2, 8, 16, 0), (32, 1, 8, 16, 0), (32, 2, 8, 16, 0), (32, 2, 12, 16, 0),
+                      (32, 1, 16, 16, 0), (64, 4, 4, 16, 0), (64, 4, 5, 16, 0), (128, 4, 4, 32, 0), (128, 4, 4, 16, 0),
+                      (128, 8, 2, 32, 0), (64, 4, 4, 32, 32), (64, 4, 5, 32, 32), (64, 4, 4, 32, 64),
+                      (128, 8, 2, 32, 64), (128, 8, 3, 32, 64), (128, 8, 2, 32, 128), (32, 2, 8, 32, 32)]:
+                tk.launch_config = first(*c[:4])
+                _gpu.ESTEP_FULL_OPTIONS = dict(default_options, SPLIT=False, ALLK_J=c[4])
+                t = timed(f"BLOCK_N {c[0]} warps {c[1]} programs {c[2]}/SM BLOCK_J {c[3]} ALLK_J {c[4]}",
+                          lambda: _gpu.estep(X, means, P, log_w, "full", log_norm=True), flops)
+                best1 = (t, c) if t < best1[0] else best1
+            tk.launch_config = first(*best1[1][:4])
+            t1 = best1[0]
+            _gpu.ESTEP_FULL_OPTIONS = dict(default_options, SPLIT=True, ALLK_J=best1[1][4])
+            print(f"  split, first launch {best1[1]}; second launch (time = whole minus the first's {t1 * 1e3:.0f} us):")
+            best2 = (float("inf"), None)
+            for prec in ("ieee", "tf32x3"):
+                _gpu.ESTEP_FULL_OPTIONS["PRECISION_S"] = prec
+                # (sm_90, Triton 3.6, D=32, 'ieee': 64 points over 4 warps 150 registers, 8 warps
+                # 161, 128 over 8 warps 143, 32 over 4 warps 186; no local memory)
+                for c in [(64, 4, 3), (64, 4, 4, 128), (64, 4, 8), (64, 4, 16), (64, 8, 4), (32, 4, 4),
+                          (32, 2, 8), (32, 2, 16), (32, 1, 16), (128, 4, 4), (128, 8, 4), (64, 2, 8)]:
+                    tk.split_stats_config = second(*c)
+                    t = timed(f"{prec} BLOCK_N {c[0]} warps {c[1]} programs {c[2]}/SM"
+                              + (f" maxnreg {c[3]}" if len(c) > 3 else ""),
+                              lambda: _gpu.estep(X, means, P, log_w, "full", stats=True), flops)
+                    print(f"    second launch ~{(t - t1) * 1e3:.0f} us")
+                    best2 = (t, (prec, c)) if t < best2[0] else best2
+            prec, c = best2[1]
+            _gpu.ESTEP_FULL_OPTIONS["PRECISION_S"] = prec
+            tk.split_stats_config = second(*c)
+
+            def accuracy():
+                out = _gpu.estep(X, means, P, log_w, "full", stats=True)
+                e_ll = abs(float(out["loglik"] - ref["loglik"]) / float(ref["loglik"]))
+                scale = ref["s2"].diagonal(dim1=1, dim2=2).amax(1)
+                e_s2 = float(((out["s2"] - ref["s2"]).abs().amax((1, 2)) / scale).max())
+                e_s1 = float((out["s1"] - ref["s1"]).abs().max() / scale.sqrt().max())
+                return f"loglik rel {e_ll:.1e}, s1 {e_s1:.1e}, s2 rel {e_s2:.1e}"
+
+            print(f"  best split: first {best1[1]}, second {best2[1]}: {best2[0] * 1e3:.0f} us = "
+                  f"{flops / best2[0] / 1e9 / (peak / 1e12):.0%} of peak (fused {t_fused * 1e3:.0f} us); {accuracy()}")
+            if best_f[1] != "default":
+                tk.launch_config = first(*best_f[1][:4])
+                _gpu.ESTEP_FULL_OPTIONS = dict(default_options, SPLIT=False, ALLK_J=best_f[1][4])
+                print(f"  best fused with ALLK_J: {best_f[1]}: {best_f[0] * 1e3:.0f} us = "
+                      f"{flops / best_f[0] / 1e9 / (peak / 1e12):.0%} of peak; {accuracy()}")
+            tk.launch_config, tk.split_stats_config = real_config, real_split
+    finally:
+        tk.launch_config, tk.split_stats_config = real_config, real_split
+        _gpu.ESTEP_FULL_OPTIONS = default_options
+
+
 def sweep_estep_precision():
     """The log-densities' tl.dot precision (tf32x3 or ieee) with the current defaults."""
     from fastlearn.mixture import _gpu
@@ -223,3 +345,5 @@ if __name__ == "__main__":
         sweep_estep_precision()
     if "estep_programs" in which:
         sweep_estep_programs()
+    if "estep_split" in which:
+        sweep_estep_split()

@@ -7,7 +7,9 @@ block's statistics (float32 within the block, as the CPU kernel does) into its o
 slot of the partial buffers (read-modify-write by one program only: deterministic, no
 atomics). The launcher sums the G slots afterwards (the second stage), so memory is
 G x K x D x D, independent of N. For a block of BLOCK_N points and component k:
-  full: xc = x - mu_k; q = ||xc P_k||^2 as tl.dot over column slabs of P_k (BLOCK_J wide);
+  full: xc = x - mu_k; q = ||xc P_k||^2 as tl.dot over column slabs of P_k (BLOCK_J wide)
+        (or, with ALLK_J, q_k = ||(x - c) P_k - (mu_k - c) P_k||^2 for ALLK_J / BLOCK_D
+        components a product, as the tied case);
         scatter S_k += (r_k xc)^T xc as tl.dot, about the current mean mu_k (as the CPU
         kernel: no cancellation from large offsets; the M-step moves it to the new mean)
   tied: z = (x - c) P once per block (slabs), q = ||z - (mu_k - c) P||^2 per component, c the
@@ -16,6 +18,8 @@ G x K x D x D, independent of N. For a block of BLOCK_N points and component k:
   diag: q = sum (x - mu_k)^2 p_k^2 elementwise; first and second moments about mu_k
 The K log-densities live in a BLOCK_N x BLOCK_K register tile W (column k set with
 tl.where), so the log-sum-exp and the responsibilities need no second pass over P.
+_gaussian_full_stats_kernel is the other way to the full-covariance statistics: a second
+launch, one program a (component, chunk of points), after this kernel wrote log_norm.
 """
 
 import triton
@@ -32,7 +36,8 @@ def _gaussian_estep_kernel(X, MU, P, B, CENTER, OFFSET,        # N x D, K x D, P
                            WRITE_RESP: tl.constexpr, STATS: tl.constexpr, BLOCK_N: tl.constexpr,
                            BLOCK_D: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_J: tl.constexpr,
                            PRECISION: tl.constexpr, PRECISION_S: tl.constexpr = "tf32x3",
-                           S1_DOT: tl.constexpr = False, XT_LOAD: tl.constexpr = False):
+                           S1_DOT: tl.constexpr = False, XT_LOAD: tl.constexpr = False,
+                           ALLK_J: tl.constexpr = 0):
     pid = tl.program_id(0)
     n_progs = tl.num_programs(0)
     n_blocks = tl.cdiv(N, BLOCK_N)
@@ -63,6 +68,25 @@ def _gaussian_estep_kernel(X, MU, P, B, CENTER, OFFSET,        # N x D, K x D, P
                     diff = tl.where(mask_j[None, :], z - b[None, :], 0.0)
                     q = tl.sum(diff * diff, axis=1)
                     W += tl.where(offs_k[None, :] == k, q[:, None], 0.0)
+        elif COV == 0 and ALLK_J > 0:
+            # all components' products at once, ALLK_J columns (ALLK_J / BLOCK_D components) a
+            # slab: (x - c) [P_k0 | P_k0+1 | ...] - [b_k0 | ...], b_k = (mu_k - c) P_k, as the tied
+            # case; the squares summed per component and put in W's columns
+            KS: tl.constexpr = ALLK_J // BLOCK_D
+            c = tl.load(CENTER + offs_d, mask=mask_d, other=0.0)
+            xt = tl.where(mask_d[None, :], x - c[None, :], 0.0)
+            offs_s = tl.arange(0, ALLK_J)
+            for k0 in range(0, K, KS):
+                ks = k0 + offs_s // BLOCK_D                                    # component of each column
+                js = offs_s % BLOCK_D
+                mask_s = (ks < K) & (js < D)
+                p = tl.load(P + ks[None, :].to(tl.int64) * stride_p_k + offs_d[:, None] * D + js[None, :],
+                            mask=mask_d[:, None] & mask_s[None, :], other=0.0)  # BLOCK_D x ALLK_J
+                b = tl.load(B + ks * D + js, mask=mask_s, other=0.0)
+                z = tl.dot(xt, p, input_precision=PRECISION) - b[None, :]     # BLOCK_N x ALLK_J
+                q = tl.sum(tl.reshape(z * z, (BLOCK_N, KS, BLOCK_D)), axis=2)  # BLOCK_N x KS
+                hit = (k0 + tl.arange(0, KS))[None, :, None] == offs_k[None, None, :]
+                W += tl.sum(tl.where(hit, q[:, :, None], 0.0), axis=1)
         else:
             for k in range(K):
                 mu = tl.load(MU + k * D + offs_d, mask=mask_d, other=0.0)
@@ -145,6 +169,90 @@ def _gaussian_estep_kernel(X, MU, P, B, CENTER, OFFSET,        # N x D, K x D, P
                              mask=mask_d)
     tl.store(PART_LL + pid, tl.sum(ll, axis=0))
 
+
+
+@triton.jit
+def _gaussian_full_stats_kernel(X, MU, P, B, CENTER, OFFSET, LOG_NORM,  # N x D, K x D, K x D x D, K x D, D, K, N
+                                PART_NK, PART_S1, PART_S2,              # C x K; C x K x D; C x K x D x D
+                                N, D, K, stride_x_n, blocks_per_chunk,
+                                BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, INNER: tl.constexpr,
+                                PRECISION: tl.constexpr, PRECISION_S: tl.constexpr, CENTERED: tl.constexpr):
+    """Full-covariance statistics as a second launch, after the log-densities' launch has
+    written log_norm: program (k, c) takes component k over the point blocks of chunk c. It
+    recomputes that component's log-density (one product with P_k, which stays in registers),
+    r = exp(log w_k + log N(x | k) - log_norm), and accumulates N_k, sum r (x - mu_k) and the
+    scatter sum r (x - mu_k)(x - mu_k)^T in float32 registers over INNER blocks at a time,
+    each group then added to the program's own float64 slot (c, k). Against the fused kernel,
+    which read-modify-writes K x D x D float64 values of its slot for every block of points,
+    this moves INNER times less slot traffic, holds one component's state instead of K, and
+    costs a second pass of the log-density products (not counted as work). CENTERED: the
+    log-density as the first launch took it with ALLK_J, ||(x - c) P_k - b_k||^2 (b_k in B, c
+    in CENTER), so that r and log_norm share its rounding: r = exp(w_k - log_norm) has no
+    log-sum-exp of its own to absorb a difference between the two launches' w_k."""
+    k = tl.program_id(0)
+    c = tl.program_id(1)
+    offs_d = tl.arange(0, BLOCK_D)
+    mask_d = offs_d < D
+    mask_dd = mask_d[:, None] & mask_d[None, :]
+    mu = tl.load(MU + k * D + offs_d, mask=mask_d, other=0.0)
+    p = tl.load(P + k.to(tl.int64) * D * D + offs_d[:, None] * D + offs_d[None, :], mask=mask_dd, other=0.0)
+    off = tl.load(OFFSET + k)
+    if CENTERED:
+        ctr = tl.load(CENTER + offs_d, mask=mask_d, other=0.0)
+        b_k = tl.load(B + k * D + offs_d, mask=mask_d, other=0.0)
+    n_blocks = tl.cdiv(N, BLOCK_N)
+    b0 = c * blocks_per_chunk
+    b1 = tl.minimum(b0 + blocks_per_chunk, n_blocks)
+    slot = c * K + k
+    nk_ptr = PART_NK + slot
+    s1_ptr = PART_S1 + slot.to(tl.int64) * D + offs_d
+    s2_ptr = PART_S2 + slot.to(tl.int64) * D * D + offs_d[:, None] * D + offs_d[None, :]
+    for g0 in range(b0, b1, INNER):
+        a_nk = tl.zeros([BLOCK_N], dtype=mu.dtype)
+        a_s1 = tl.zeros([BLOCK_D], dtype=mu.dtype)
+        a_s2 = tl.zeros([BLOCK_D, BLOCK_D], dtype=mu.dtype)
+        for blk in range(g0, tl.minimum(g0 + INNER, b1)):
+            offs_n = blk * BLOCK_N + tl.arange(0, BLOCK_N)
+            mask_n = offs_n < N
+            x = tl.load(X + offs_n[:, None].to(tl.int64) * stride_x_n + offs_d[None, :],
+                        mask=mask_n[:, None] & mask_d[None, :], other=0.0)
+            xc = tl.where(mask_d[None, :], x - mu[None, :], 0.0)                 # BLOCK_N x BLOCK_D
+            if CENTERED:
+                xt = tl.where(mask_d[None, :], x - ctr[None, :], 0.0)
+                y = tl.dot(xt, p, input_precision=PRECISION) - b_k[None, :]
+            else:
+                y = tl.dot(xc, p, input_precision=PRECISION)
+            q = tl.sum(y * y, axis=1)
+            ln = tl.load(LOG_NORM + offs_n, mask=mask_n, other=0.0)
+            r = tl.where(mask_n, tl.exp(off - 0.5 * q - ln), 0.0)              # BLOCK_N
+            rx = r[:, None] * xc
+            a_nk += r
+            a_s1 += tl.sum(rx, axis=0)
+            a_s2 = tl.dot(tl.trans(rx), xc, a_s2, input_precision=PRECISION_S, out_dtype=a_s2.dtype)
+        tl.store(nk_ptr, tl.load(nk_ptr) + tl.sum(a_nk.to(tl.float64), axis=0))
+        tl.store(s1_ptr, tl.load(s1_ptr, mask=mask_d, other=0.0) + a_s1.to(tl.float64), mask=mask_d)
+        tl.store(s2_ptr, tl.load(s2_ptr, mask=mask_dd, other=0.0) + a_s2.to(tl.float64), mask=mask_dd)
+
+
+def split_stats_config(n, d, k, dtype_is_fp64, n_sm=None, slot_budget_bytes=256 << 20, per_sm=8):
+    """Tiles and grid of _gaussian_full_stats_kernel (the split statistics of full covariance),
+    or None where it does not apply (BLOCK_D > 64: P_k and the scatter would not fit one
+    program's registers; the fused kernel takes those). Grid (K, C): C chunks of point blocks,
+    about ``per_sm`` programs a multiprocessor in all (4 chunks under the interpreter), never
+    more chunks than blocks, and few enough that the C x K float64 slots fit the budget.
+    INNER blocks are summed in registers before each slot update: at 64 points a block, 1024
+    points of float32 sums (the CPU kernel sums 384 in float32 before its float64 merge)."""
+    block_d = max(16, next_power_of_2(max(d, 1)))
+    if block_d > 64:
+        return None
+    block_n = 64 if block_d <= 32 or not dtype_is_fp64 else 32
+    num_warps = 4 if block_d <= 32 else 8
+    n_blocks = max(1, cdiv(n, block_n))
+    slot = 8 * (1 + d + d * d)
+    chunks = cdiv(per_sm * n_sm, max(k, 1)) if n_sm else 4
+    chunks = max(1, min(chunks, n_blocks, slot_budget_bytes // max(slot * k, 1)))
+    meta = dict(BLOCK_N=block_n, BLOCK_D=block_d, INNER=16, num_warps=num_warps)
+    return meta, chunks
 
 def launch_config(n, d, k, dtype_is_fp64, n_sm=None, slot_budget_bytes=256 << 20, cov=0):
     """Tiles and the number of persistent programs for N points, D features, K components.

@@ -103,14 +103,109 @@ def test_fused_estep_float32_with_offset_data(cov_type):
                                    err_msg=name)
 
 
-@pytest.mark.parametrize("s1_dot,xt_load", [(False, False), (True, False), (False, True)])
-def test_full_statistics_variants(monkeypatch, s1_dot, xt_load):
+@pytest.mark.parametrize("s1_dot,xt_load,split,allk_j", [(False, False, False, 0), (True, False, False, 0),
+                                                          (False, True, False, 0), (True, True, True, 0),
+                                                          (True, True, False, 32), (True, True, True, 64)])
+def test_full_statistics_variants(monkeypatch, s1_dot, xt_load, split, allk_j):
     # The kernel's other ways to the full-covariance statistics (first moments per component
-    # about its mean; the scatter's left side transposed in registers) give the same numbers.
-    monkeypatch.setattr(_gpu, "ESTEP_FULL_OPTIONS", dict(S1_DOT=s1_dot, XT_LOAD=xt_load, PRECISION_S=None))
+    # about its mean; the scatter's left side transposed in registers; the statistics in a
+    # second launch per component and chunk of points) and to the log-densities (all
+    # components' products in slabs of ALLK_J columns, about the centre of the means) give the
+    # same numbers. D=70 is past the split launch's 64 features: there the fused kernel takes
+    # the statistics.
+    monkeypatch.setattr(_gpu, "ESTEP_FULL_OPTIONS", dict(S1_DOT=s1_dot, XT_LOAD=xt_load, PRECISION_S=None,
+                                                         SPLIT=split, ALLK_J=allk_j))
     test_fused_estep_matches_float64_reference("full", 97, 5, 3, None)
     test_fused_estep_matches_float64_reference("full", 40, 70, 2, 1)
     test_fused_estep_float32_with_offset_data("full")
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_split_statistics_over_chunks_and_groups(monkeypatch, dtype):
+    # The split launch with 3 chunks of 6 point blocks (the last one short, its last block
+    # partial) and float32 sums of 2 blocks between the float64 slot updates: every block of
+    # every component is counted once, as in the float64 reference.
+    from fastlearn.kernels.triton import gaussian_estep as tk
+
+    real = tk.split_stats_config
+    seen = []
+
+    def config(*args, **kw):
+        meta, chunks = real(*args, **kw)
+        seen.append(meta["BLOCK_N"])
+        return dict(meta, BLOCK_N=16, INNER=2), 3
+
+    monkeypatch.setattr(tk, "split_stats_config", config)
+    monkeypatch.setitem(_gpu.ESTEP_FULL_OPTIONS, "SPLIT", True)
+    X, means, pc, log_w = params(263, 16, 4, "full", seed=11, offset=5.0)
+    out = _gpu.estep(T(X, dtype=dtype), T(means, dtype=dtype), T(pc, dtype=dtype), T(log_w), "full",
+                     stats=True, log_norm=True, labels=True)
+    assert seen  # the split launch ran
+    f = lambda a: a.astype(np.float32).astype(np.float64) if dtype == torch.float32 else a  # noqa: E731
+    ref = reference_estep(f(X), f(means), f(pc), log_w, "full")
+    tol = 1e-12 if dtype == torch.float64 else 1e-6
+    assert float(out["loglik"]) == pytest.approx(ref["loglik"], rel=tol)
+    np.testing.assert_allclose(out["log_norm"].cpu().numpy(), ref["log_norm"], rtol=tol)
+    np.testing.assert_array_equal(out["labels"].cpu().numpy(), ref["labels"])
+    np.testing.assert_allclose(out["nk"].cpu().numpy(), ref["nk"], rtol=tol)
+    for name in ("s1", "s2"):
+        np.testing.assert_allclose(out[name].cpu().numpy(), ref[name], rtol=0, atol=tol * ref["scale"][name],
+                                   err_msg=name)
+
+
+@pytest.mark.parametrize("allk_j,split", [(0, False), (64, False), (64, True)])
+def test_float32_log_densities_of_separated_components_far_from_the_origin(monkeypatch, allk_j, split):
+    # Components ~45 standard deviations apart, data 1000 from the origin, float32: with all
+    # components' products taken about the centre of the means (ALLK_J) the products of
+    # x - c and b_k = (mu_k - c) P_k are large and their difference cancels, yet each
+    # log_norm stays within 2e-5 of float64 (7e-6 seen; 5e-6 one product a component).
+    # With the split statistics the second launch takes the log-density the same way (r =
+    # exp(w_k - log_norm) has no log-sum-exp of its own to absorb a difference): N_k within
+    # 8e-8 of float64 under the interpreter, 6e-7 when it took x - mu_k instead.
+    monkeypatch.setitem(_gpu.ESTEP_FULL_OPTIONS, "ALLK_J", allk_j)
+    monkeypatch.setitem(_gpu.ESTEP_FULL_OPTIONS, "SPLIT", split)
+    rng = np.random.default_rng(0)
+    N, D, K = 600, 32, 8
+    centers = rng.normal(scale=8.0, size=(K, D)) + 1000.0
+    X = centers[rng.integers(0, K, N)] + rng.normal(size=(N, D))
+    A = rng.normal(size=(K, D, D)) * 0.15
+    pc = _compute_precision_cholesky(np.eye(D) + A @ A.transpose(0, 2, 1), "full")
+    log_w = np.full(K, -np.log(K))
+    f = lambda a: a.astype(np.float32).astype(np.float64)  # noqa: E731
+    ref = reference_estep(f(X), f(centers + 0.3), f(pc), log_w, "full")
+    g = lambda a: T(a, dtype=torch.float32)  # noqa: E731
+    out = _gpu.estep(g(X), g(centers + 0.3), g(pc), T(log_w), "full", log_norm=True, labels=True, stats=True)
+    assert float(out["loglik"]) == pytest.approx(ref["loglik"], rel=1e-7)
+    np.testing.assert_allclose(out["log_norm"].cpu().numpy(), ref["log_norm"], rtol=0, atol=2e-5)
+    np.testing.assert_array_equal(out["labels"].cpu().numpy(), ref["labels"])
+    tol = 3e-7 if DEVICE == "cpu" else 2e-6  # the interpreter's float32 products are NumPy's
+    np.testing.assert_allclose(out["nk"].cpu().numpy(), ref["nk"], rtol=0, atol=tol * ref["nk"].max())
+    for name in ("s1", "s2"):
+        np.testing.assert_allclose(out[name].cpu().numpy(), ref[name], rtol=0, atol=tol * ref["scale"][name],
+                                   err_msg=name)
+
+
+def test_split_statistics_em_matches_cpu_path(monkeypatch):
+    monkeypatch.setitem(_gpu.ESTEP_FULL_OPTIONS, "SPLIT", True)
+    X = blobs()
+    kw = dict(n_components=3, covariance_type="full", max_iter=4, tol=0.0, **random_init(X, "full"))
+    cpu = quiet_fit(GaussianMixture(**kw), X)
+    gpu = quiet_fit(on_triton(GaussianMixture(**kw)), T(X))
+    np.testing.assert_allclose(gpu.lower_bounds_, cpu.lower_bounds_, rtol=1e-10, atol=0)
+    np.testing.assert_allclose(gpu.covariances_, cpu.covariances_, rtol=1e-8, atol=1e-10)
+
+
+def test_split_statistics_config():
+    from fastlearn.kernels.triton import gaussian_estep as tk
+
+    # H100-like: about 8 programs a multiprocessor over (K, chunks); none past 64 features;
+    # the slots stay within the budget at K=256; never more chunks than point blocks.
+    meta, chunks = tk.split_stats_config(1_000_000, 32, 16, False, n_sm=132)
+    assert chunks == 66 and meta["BLOCK_D"] == 32
+    assert tk.split_stats_config(1_000_000, 65, 16, False, n_sm=132) is None
+    meta, chunks = tk.split_stats_config(2_000_000, 64, 256, True, n_sm=132)
+    assert chunks * 256 * (1 + 64 + 64 * 64) * 8 <= 256 << 20 and chunks >= 1
+    assert tk.split_stats_config(100, 8, 2, False, n_sm=132)[1] == 2
 
 
 def _tf32(a):

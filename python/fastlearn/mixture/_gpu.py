@@ -119,7 +119,15 @@ def precision_for_kernel():
 # tiles); D=64 9.5 ms against 12.7; D=128 28.7 ms against 29.4 (there 'ieee' took 109 ms).
 # 'ieee' is also the most accurate (scatter 3.5e-8 relative to float64; 'tf32x3' 2.3e-7;
 # one-pass 'tf32' 7.2e-4, too coarse for EM).
-ESTEP_FULL_OPTIONS = dict(S1_DOT=True, XT_LOAD=True, PRECISION_S=None)
+# ALLK_J: the log-densities of all components as products of x - c (c the centre of the
+# means, as 'tied') with slabs of ALLK_J columns of [P_1 | ... | P_K] (ALLK_J / BLOCK_D
+# components a slab; 0: one product a component with x - mu_k). Not yet timed; not the default.
+# SPLIT: the statistics in a second launch, one program a (component, chunk of points) pair,
+# after a first launch without statistics has written log_norm (kernels/triton/
+# gaussian_estep.py, _gaussian_full_stats_kernel; D <= 64). Written without a GPU (session
+# 11) against the fused kernel's slot traffic; not yet timed, so not the default:
+# bench/gpu/sweep.py estep_split compares the two.
+ESTEP_FULL_OPTIONS = dict(S1_DOT=True, XT_LOAD=True, PRECISION_S=None, SPLIT=False, ALLK_J=0)
 
 
 def estep(X, means, prec_chol, log_weights, covariance_type, *, stats=False, log_norm=False, labels=False,
@@ -144,42 +152,54 @@ def estep(X, means, prec_chol, log_weights, covariance_type, *, stats=False, log
     if covariance_type == "spherical":
         P = P[:, None].expand(K, D)
     P = P.contiguous()
-    center = means.to(torch.float64).mean(dim=0)  # tied: the kernel works on x - center
-    B = ((means.to(torch.float64) - center) @ pc64).to(dtype).contiguous() if cov == 1 else means
+    # tied (and full with ALLK_J): the kernel works on x - center, center in X's dtype
+    center = means.to(torch.float64).mean(dim=0).to(dtype).to(torch.float64)
+    options = dict(ESTEP_FULL_OPTIONS) if cov == 0 else {}
+    if cov == 1:
+        B = ((means.to(torch.float64) - center) @ pc64).to(dtype).contiguous()
+    elif options.get("ALLK_J"):  # full, all components' products at once: b_k = (mu_k - c) P_k
+        B = torch.einsum("kd,kde->ke", means.to(torch.float64) - center, pc64).to(dtype).contiguous()
+    else:
+        B = means
     center = center.to(dtype).contiguous()
     n_sm = torch.cuda.get_device_properties(dev).multi_processor_count if dev.type == "cuda" else None
     meta, G_ = tk.launch_config(N, D, K, dtype == torch.float64, n_sm=n_sm, cov=cov)
     if programs is not None:
         G_ = max(1, min(int(programs), math.ceil(max(N, 1) / meta["BLOCK_N"])))
+    if options.get("ALLK_J"):  # a slab holds whole components: at least BLOCK_D columns
+        options["ALLK_J"] = max(1 << (int(options["ALLK_J"]) - 1).bit_length(), meta["BLOCK_D"])
+    split = (tk.split_stats_config(N, D, K, dtype == torch.float64, n_sm=n_sm)
+             if options.pop("SPLIT", False) and stats and N > 0 else None)
+    # With the split statistics the first launch computes no statistics but always log_norm.
+    fused_stats, want_ln = (False, True) if split else (stats, log_norm)
     f64 = dict(dtype=torch.float64, device=dev)
     part_ll = torch.zeros(G_, **f64)
     dummy = torch.empty(1, dtype=dtype, device=dev)
     out = {}
-    if stats:
+    if fused_stats:
         part_nk = torch.zeros(G_, K, **f64)
         part_s1 = torch.zeros(G_, K, D, **f64)
         part_s2 = (torch.zeros(G_, K, D, D, **f64) if cov == 0 else torch.zeros(G_, K, D, **f64) if cov == 2
                    else torch.empty(1, **f64))
     else:
         part_nk = part_s1 = part_s2 = torch.empty(1, **f64)
-    ln = torch.empty(N, dtype=dtype, device=dev) if log_norm else dummy
+    ln = torch.empty(N, dtype=dtype, device=dev) if want_ln else dummy
     lab = torch.empty(N, dtype=torch.int64, device=dev) if labels else torch.empty(1, dtype=torch.int64, device=dev)
     rs = torch.empty(N, K, dtype=dtype, device=dev) if resp else dummy
-    options = dict(ESTEP_FULL_OPTIONS) if cov == 0 else {}
-    s1_about_center = bool(stats and options.get("S1_DOT"))
+    s1_about_center = bool(fused_stats and options.get("S1_DOT"))
     if s1_about_center and meta["BLOCK_K"] < 16:
         meta["BLOCK_K"] = 16  # tl.dot's smallest side
+    precision = "ieee" if dtype == torch.float64 else precision_for_kernel()
+    if dtype == torch.float64:
+        options["PRECISION_S"] = "ieee"
+    elif cov == 0 and options.get("PRECISION_S") is None:
+        options["PRECISION_S"] = "ieee" if meta["BLOCK_D"] <= 64 else "tf32x3"
     if N > 0:
-        precision = "ieee" if dtype == torch.float64 else precision_for_kernel()
-        if dtype == torch.float64:
-            options["PRECISION_S"] = "ieee"
-        elif cov == 0 and options.get("PRECISION_S") is None:
-            options["PRECISION_S"] = "ieee" if meta["BLOCK_D"] <= 64 else "tf32x3"
         stride_p_k = D * D if cov == 0 else D
         tk._gaussian_estep_kernel[(G_,)](X, means, P, B, center, offset, ln, lab, rs, part_ll, part_nk, part_s1, part_s2,
-                                         N, D, K, X.stride(0), stride_p_k, COV=cov, WRITE_LOG_NORM=log_norm,
-                                         WRITE_LABELS=labels, WRITE_RESP=resp, STATS=stats, PRECISION=precision,
-                                         **options, **meta)
+                                         N, D, K, X.stride(0), stride_p_k, COV=cov, WRITE_LOG_NORM=want_ln,
+                                         WRITE_LABELS=labels, WRITE_RESP=resp, STATS=fused_stats,
+                                         PRECISION=precision, **options, **meta)
     out["loglik"] = part_ll.sum()
     if log_norm:
         out["log_norm"] = ln
@@ -187,6 +207,16 @@ def estep(X, means, prec_chol, log_weights, covariance_type, *, stats=False, log
         out["labels"] = lab
     if resp:
         out["resp"] = rs
+    if split:  # the second launch: statistics per (component, chunk of points), from log_norm
+        meta2, chunks = split
+        part_nk = torch.zeros(chunks, K, **f64)
+        part_s1 = torch.zeros(chunks, K, D, **f64)
+        part_s2 = torch.zeros(chunks, K, D, D, **f64)
+        per_chunk = math.ceil(math.ceil(N / meta2["BLOCK_N"]) / chunks)
+        tk._gaussian_full_stats_kernel[(K, chunks)](X, means, P, B, center, offset, ln, part_nk, part_s1, part_s2,
+                                                    N, D, K, X.stride(0), per_chunk, PRECISION=precision,
+                                                    PRECISION_S=options["PRECISION_S"],
+                                                    CENTERED=bool(options.get("ALLK_J")), **meta2)
     if stats:  # the second stage of the reduction: the programs' float64 slots, summed in order
         out["nk"] = part_nk.sum(0)
         out["s1"] = part_s1.sum(0)
