@@ -16,6 +16,7 @@ configurations the package really makes:
 Usage:
   python bench/gpu/compile_report.py                 # the GPU bench shapes (E-step, k-means)
   python bench/gpu/compile_report.py --pytest -m triton tests/mixture   # every launch of a test run
+  python bench/gpu/compile_report.py --variants      # the E-step variants of sweep.py estep_split
   options: --arch 90, --python PATH, --json FILE
 
 The bench shapes are recorded without running the kernels (only the launch is needed), so
@@ -211,6 +212,46 @@ def bench_launches():
     return list(launches.values())
 
 
+def variant_launches():
+    """The full-covariance E-step variants that bench/gpu/sweep.py estep_split times (float32,
+    D=32, K=16), recorded without running: the fused kernel and its no-statistics first launch
+    with and without all components' products (ALLK_J) over point blocks and warps, and the
+    split statistics' second launch over point blocks, warps and the scatter's precision."""
+    import torch
+
+    from fastlearn.kernels.triton import gaussian_estep as tk
+    from fastlearn.mixture import _gpu
+
+    real_config, real_split, options = tk.launch_config, tk.split_stats_config, dict(_gpu.ESTEP_FULL_OPTIONS)
+    D, K = 32, 16
+    args = (torch.randn(4096, D), torch.randn(K, D), torch.eye(D).expand(K, D, D).contiguous(),
+            torch.full((K,), -2.0), "full")
+    launches = {}
+    try:
+        with record(launches, execute=False):
+            for allk in (0, 32, 64, 128):
+                for bn, warps, bj in ((32, 1, 16), (32, 2, 16), (32, 2, 32), (64, 2, 16), (64, 2, 32), (64, 4, 16),
+                                      (64, 4, 32), (128, 4, 32), (128, 8, 32)):
+                    if allk and bj != 32:
+                        continue
+                    tk.launch_config = (lambda *a, bn=bn, warps=warps, bj=bj, **k:
+                                        (dict(real_config(*a, **k)[0], BLOCK_N=bn, num_warps=warps, BLOCK_J=bj), 2))
+                    _gpu.ESTEP_FULL_OPTIONS = dict(options, SPLIT=False, ALLK_J=allk)
+                    _gpu.estep(*args, stats=True)
+                    _gpu.estep(*args, log_norm=True)
+            tk.launch_config = real_config
+            for allk in (0, 64):
+                for prec in ("ieee", "tf32x3"):
+                    for bn, warps in ((32, 1), (32, 2), (32, 4), (64, 2), (64, 4), (64, 8), (128, 4), (128, 8)):
+                        tk.split_stats_config = (lambda *a, bn=bn, warps=warps, **k:
+                                                 (dict(real_split(*a, **k)[0], BLOCK_N=bn, num_warps=warps), 2))
+                        _gpu.ESTEP_FULL_OPTIONS = dict(options, SPLIT=True, ALLK_J=allk, PRECISION_S=prec)
+                        _gpu.estep(*args, stats=True)
+    finally:
+        tk.launch_config, tk.split_stats_config, _gpu.ESTEP_FULL_OPTIONS = real_config, real_split, options
+    return list(launches.values())
+
+
 def pytest_launches(pytest_args):
     """Every distinct launch of a pytest run in this process (the tests run as usual)."""
     import pytest
@@ -232,7 +273,7 @@ def pytest_launches(pytest_args):
 
 
 def _summary(r, shown=("COV", "STATS", "WRITE_LOG_NORM", "BLOCK_N", "BLOCK_D", "BLOCK_K", "BLOCK_J", "BLOCK",
-                       "BLOCK_M", "ROWS", "INNER", "PRECISION", "PRECISION_S")):
+                       "BLOCK_M", "ROWS", "INNER", "PRECISION", "PRECISION_S", "ALLK_J", "CENTERED")):
     consts = " ".join(f"{k}={r['const'][k]}" for k in shown if k in r["const"])
     x = r["types"].get("X") or r["types"].get("Q") or ""
     return f"{r['name']} {x} warps={r['options'].get('num_warps', 4)} {consts}"
@@ -243,9 +284,12 @@ def main(argv=None):
     ap.add_argument("--arch", type=int, default=90)
     ap.add_argument("--python", help="the Python that compiles (its Triton is used); default: this one")
     ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--variants", action="store_true",
+                    help="the full-covariance E-step variants of sweep.py estep_split instead")
     ap.add_argument("--pytest", nargs=argparse.REMAINDER, help="record the launches of this pytest run instead")
     a = ap.parse_args(argv)
-    launches = pytest_launches(a.pytest) if a.pytest is not None else bench_launches()
+    launches = (pytest_launches(a.pytest) if a.pytest is not None else variant_launches() if a.variants
+                else bench_launches())
     results = compile_launches(launches, arch=a.arch, python=a.python)
     bad = 0
     for r in sorted(results, key=lambda r: (r["name"], -(r.get("stack") or 0))):
