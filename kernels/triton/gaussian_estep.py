@@ -112,7 +112,10 @@ def _gaussian_estep_kernel(X, MU, P, B, CENTER, OFFSET,        # N x D, K x D, P
         lse = m + tl.log(s)
         ll += tl.where(mask_n, lse.to(tl.float64), 0.0)
         if WRITE_LOG_NORM:
-            tl.store(LOG_NORM + offs_n, lse, mask=mask_n)
+            if LOG_NORM.dtype.element_ty == tl.float64:  # for the split statistics: m + log s unrounded
+                tl.store(LOG_NORM + offs_n, m.to(tl.float64) + tl.log(s.to(tl.float64)), mask=mask_n)
+            else:
+                tl.store(LOG_NORM + offs_n, lse, mask=mask_n)
         if WRITE_LABELS:
             tl.store(LABELS + offs_n, tl.argmax(W, axis=1).to(tl.int64), mask=mask_n)
         r = tl.where(mask_n[:, None], e * (1.0 / s)[:, None], 0.0)           # BLOCK_N x BLOCK_K
@@ -185,7 +188,11 @@ def _gaussian_full_stats_kernel(X, MU, P, B, CENTER, OFFSET, LOG_NORM,  # N x D,
     each group then added to the program's own float64 slot (c, k). Against the fused kernel,
     which read-modify-writes K x D x D float64 values of its slot for every block of points,
     this moves INNER times less slot traffic, holds one component's state instead of K, and
-    costs a second pass of the log-density products (not counted as work). CENTERED: the
+    costs a second pass of the log-density products (not counted as work). LOG_NORM is
+    float64 (the first launch's m + log s before any rounding to X's dtype: at D=64 a float32
+    log_norm of ~-100 carries 4e-6 of rounding, which exp would turn into relative errors of
+    r, the dominant component's included; the fused kernel's r = exp(w - m) / s has none
+    there). CENTERED: the
     log-density as the first launch took it with ALLK_J, ||(x - c) P_k - b_k||^2 (b_k in B, c
     in CENTER), so that r and log_norm share its rounding: r = exp(w_k - log_norm) has no
     log-sum-exp of its own to absorb a difference between the two launches' w_k."""
@@ -223,8 +230,8 @@ def _gaussian_full_stats_kernel(X, MU, P, B, CENTER, OFFSET, LOG_NORM,  # N x D,
             else:
                 y = tl.dot(xc, p, input_precision=PRECISION)
             q = tl.sum(y * y, axis=1)
-            ln = tl.load(LOG_NORM + offs_n, mask=mask_n, other=0.0)
-            r = tl.where(mask_n, tl.exp(off - 0.5 * q - ln), 0.0)              # BLOCK_N
+            ln = tl.load(LOG_NORM + offs_n, mask=mask_n, other=0.0)            # float64
+            r = tl.where(mask_n, tl.exp((off - 0.5 * q).to(tl.float64) - ln).to(x.dtype), 0.0)  # BLOCK_N
             rx = r[:, None] * xc
             a_nk += r
             a_s1 += tl.sum(rx, axis=0)

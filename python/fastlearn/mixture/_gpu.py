@@ -183,7 +183,8 @@ def estep(X, means, prec_chol, log_weights, covariance_type, *, stats=False, log
                    else torch.empty(1, **f64))
     else:
         part_nk = part_s1 = part_s2 = torch.empty(1, **f64)
-    ln = torch.empty(N, dtype=dtype, device=dev) if want_ln else dummy
+    # (the split statistics read log_norm in float64: see _gaussian_full_stats_kernel)
+    ln = torch.empty(N, dtype=torch.float64 if split else dtype, device=dev) if want_ln else dummy
     lab = torch.empty(N, dtype=torch.int64, device=dev) if labels else torch.empty(1, dtype=torch.int64, device=dev)
     rs = torch.empty(N, K, dtype=dtype, device=dev) if resp else dummy
     s1_about_center = bool(fused_stats and options.get("S1_DOT"))
@@ -202,7 +203,7 @@ def estep(X, means, prec_chol, log_weights, covariance_type, *, stats=False, log
                                          PRECISION=precision, **options, **meta)
     out["loglik"] = part_ll.sum()
     if log_norm:
-        out["log_norm"] = ln
+        out["log_norm"] = ln.to(dtype)
     if labels:
         out["labels"] = lab
     if resp:
