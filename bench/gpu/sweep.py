@@ -2,7 +2,7 @@
 events (triton.testing.do_bench, median) against the baseline in the same run. Not part of
 the benchmark suite (``fastlearn bench`` times the chosen configurations); this script is how
 they were chosen.  Usage: python3 bench/gpu/sweep.py [softmax] [estep] [estep_precision] [estep_programs]
-       [estep_split]
+       [estep_split] [kmeans]
 """
 
 import sys
@@ -318,6 +318,48 @@ def sweep_estep_split(N=1_000_000, device="cuda", ms=None):
         _gpu.ESTEP_FULL_OPTIONS = default_options
 
 
+def sweep_kmeans(N=1_000_000, D=32, K=64, device="cuda", ms=None):
+    """KMeans assignment with the centre sums (one Lloyd step's launch) at the GPU bench's
+    shape, N=1M, D=32, K=64, float32: point block, centre tile, warps and programs a
+    multiprocessor. Compiled for sm_90 (bench/gpu/compile_report.py), the default 128 points x
+    64 centres over 4 warps spills 336-400 B a thread (Triton 3.9 / 3.6); over 8 warps 16 / 0 B;
+    64 points x 64 centres over 4 warps none. (Written in session 11 without a GPU: not yet
+    run.)"""
+    from fastlearn.cluster import _gpu as kgpu
+    from fastlearn.kernels.triton import kmeans as tk
+    from fastlearn.kernels.triton._host import cdiv
+
+    ms = ms or _ms
+    g = torch.Generator(device=device).manual_seed(0)
+    centers = torch.randn(K, D, generator=g, device=device) * 3.0
+    X = centers[torch.randint(0, K, (N,), generator=g, device=device)] + torch.randn(N, D, generator=g, device=device)
+    c0, w = X[:K].clone(), torch.ones(N, device=device)
+    real = tk.launch_config
+    ref = kgpu.assign(X.double(), c0.double(), w.double(), stats=True)
+    print(f"kmeans assign + sums N={N} D={D} K={K} float32 (default {real(N, D, K, False, 132)})")
+    try:
+        for bn, bk, warps, per_sm in [(None, None, None, None), (128, 64, 8, 4), (128, 64, 8, 2), (64, 64, 4, 4),
+                                      (64, 64, 4, 8), (64, 32, 4, 8), (128, 32, 4, 4), (128, 16, 4, 4),
+                                      (256, 64, 8, 2), (128, 64, 4, 2)]:
+            if bn is not None:
+                tk.launch_config = (lambda n, d, k, f64, n_sm=None, bn=bn, bk=bk, warps=warps, per_sm=per_sm:
+                                    (dict(real(n, d, k, f64, n_sm)[0], BLOCK_N=bn, BLOCK_K=bk, num_warps=warps),
+                                     max(1, min(per_sm * (n_sm or 1), cdiv(n, bn)))))
+            try:
+                t = ms(lambda: kgpu.assign(X, c0, w, stats=True))
+                out = kgpu.assign(X, c0, w, stats=True)
+                agree = float((out["labels"] == ref["labels"]).double().mean())
+                e_in = abs(float(out["inertia"] / ref["inertia"]) - 1)
+                print(f"  BLOCK_N {bn} BLOCK_K {bk} warps {warps} programs {per_sm}/SM: {t * 1e3:.0f} us; "
+                      f"labels agree {agree:.6f}, inertia rel {e_in:.1e}")
+            except Exception as e:  # noqa: BLE001  (a configuration that does not fit)
+                print(f"  BLOCK_N {bn} BLOCK_K {bk} warps {warps} programs {per_sm}/SM: {type(e).__name__}")
+            finally:
+                tk.launch_config = real
+    finally:
+        tk.launch_config = real
+
+
 def sweep_estep_precision():
     """The log-densities' tl.dot precision (tf32x3 or ieee) with the current defaults."""
     from fastlearn.mixture import _gpu
@@ -347,3 +389,5 @@ if __name__ == "__main__":
         sweep_estep_programs()
     if "estep_split" in which:
         sweep_estep_split()
+    if "kmeans" in which:
+        sweep_kmeans()
