@@ -36,7 +36,7 @@ if [[ $STAGES == *sweep* ]]; then
   # 500 s leave the build room in one 600 s device call (what runs past it is cut, not lost)
   t=$(date +%s)
   timeout ${SWEEP_TIMEOUT:-500} python3 bench/gpu/sweep.py ${SWEEPS:-estep_split kmeans estep_programs} >"$OUT/sweep.log" 2>&1
-  echo "sweep: rc=$? in $(( $(date +%s) - t )) s"; grep -E "^estep|best|fused|us =" "$OUT/sweep.log" | tail -60
+  echo "sweep: rc=$? in $(( $(date +%s) - t )) s"; grep -E "^(estep|kmeans)|best|fused| us" "$OUT/sweep.log" | tail -70
 fi
 
 if [[ $STAGES == *bench* ]]; then
