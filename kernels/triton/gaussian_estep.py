@@ -173,7 +173,6 @@ def _gaussian_estep_kernel(X, MU, P, B, CENTER, OFFSET,        # N x D, K x D, P
     tl.store(PART_LL + pid, tl.sum(ll, axis=0))
 
 
-
 @triton.jit
 def _gaussian_full_stats_kernel(X, MU, P, B, CENTER, OFFSET, LOG_NORM,  # N x D, K x D, K x D x D, K x D, D, K, N
                                 PART_NK, PART_S1, PART_S2,              # C x K; C x K x D; C x K x D x D
@@ -188,14 +187,15 @@ def _gaussian_full_stats_kernel(X, MU, P, B, CENTER, OFFSET, LOG_NORM,  # N x D,
     each group then added to the program's own float64 slot (c, k). Against the fused kernel,
     which read-modify-writes K x D x D float64 values of its slot for every block of points,
     this moves INNER times less slot traffic, holds one component's state instead of K, and
-    costs a second pass of the log-density products (not counted as work). LOG_NORM is
-    float64 (the first launch's m + log s before any rounding to X's dtype: at D=64 a float32
-    log_norm of ~-100 carries 4e-6 of rounding, which exp would turn into relative errors of
-    r, the dominant component's included; the fused kernel's r = exp(w - m) / s has none
-    there). CENTERED: the
-    log-density as the first launch took it with ALLK_J, ||(x - c) P_k - b_k||^2 (b_k in B, c
-    in CENTER), so that r and log_norm share its rounding: r = exp(w_k - log_norm) has no
-    log-sum-exp of its own to absorb a difference between the two launches' w_k."""
+    costs a second pass of the log-density products (not counted as work).
+    LOG_NORM is float64: the first launch's m + log s before any rounding to X's dtype (at
+    D=64 a float32 log_norm of ~-100 carries 4e-6 of rounding, which exp would turn into
+    relative errors of every r, the dominant component's included; the fused kernel's
+    r = exp(w - m) / s has none there).
+    CENTERED: the log-density as the first launch takes it with ALLK_J,
+    ||(x - c) P_k - b_k||^2 (b_k in B, c in CENTER), so that r and log_norm share its rounding:
+    r = exp(w_k - log_norm) has no log-sum-exp of its own to absorb a difference between the
+    two launches' w_k."""
     k = tl.program_id(0)
     c = tl.program_id(1)
     offs_d = tl.arange(0, BLOCK_D)
@@ -260,6 +260,7 @@ def split_stats_config(n, d, k, dtype_is_fp64, n_sm=None, slot_budget_bytes=256 
     chunks = max(1, min(chunks, n_blocks, slot_budget_bytes // max(slot * k, 1)))
     meta = dict(BLOCK_N=block_n, BLOCK_D=block_d, INNER=16, num_warps=num_warps)
     return meta, chunks
+
 
 def launch_config(n, d, k, dtype_is_fp64, n_sm=None, slot_budget_bytes=256 << 20, cov=0):
     """Tiles and the number of persistent programs for N points, D features, K components.
