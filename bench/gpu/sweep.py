@@ -341,21 +341,19 @@ def sweep_kmeans(N=1_000_000, D=32, K=64, device="cuda", ms=None):
         for bn, bk, warps, per_sm in [(None, None, None, None), (128, 64, 8, 4), (128, 64, 8, 2), (64, 64, 4, 4),
                                       (64, 64, 4, 8), (64, 32, 4, 8), (128, 32, 4, 4), (128, 16, 4, 4),
                                       (256, 64, 8, 2), (128, 64, 4, 2)]:
-            if bn is not None:
-                tk.launch_config = (lambda n, d, k, f64, n_sm=None, bn=bn, bk=bk, warps=warps, per_sm=per_sm:
-                                    (dict(real(n, d, k, f64, n_sm)[0], BLOCK_N=bn, BLOCK_K=bk, num_warps=warps),
-                                     max(1, min(per_sm * (n_sm or 1), cdiv(n, bn)))))
+            tk.launch_config = real if bn is None else (
+                lambda n, d, k, f64, n_sm=None, bn=bn, bk=bk, warps=warps, per_sm=per_sm:
+                (dict(real(n, d, k, f64, n_sm)[0], BLOCK_N=bn, BLOCK_K=bk, num_warps=warps),
+                 max(1, min(per_sm * (n_sm or 1), cdiv(n, bn)))))
+            label = f"BLOCK_N {bn} BLOCK_K {bk} warps {warps} programs {per_sm}/SM"
             try:
                 t = ms(lambda: kgpu.assign(X, c0, w, stats=True))
                 out = kgpu.assign(X, c0, w, stats=True)
                 agree = float((out["labels"] == ref["labels"]).double().mean())
                 e_in = abs(float(out["inertia"] / ref["inertia"]) - 1)
-                print(f"  BLOCK_N {bn} BLOCK_K {bk} warps {warps} programs {per_sm}/SM: {t * 1e3:.0f} us; "
-                      f"labels agree {agree:.6f}, inertia rel {e_in:.1e}")
+                print(f"  {label}: {t * 1e3:.0f} us; labels agree {agree:.6f}, inertia rel {e_in:.1e}")
             except Exception as e:  # noqa: BLE001  (a configuration that does not fit)
-                print(f"  BLOCK_N {bn} BLOCK_K {bk} warps {warps} programs {per_sm}/SM: {type(e).__name__}")
-            finally:
-                tk.launch_config = real
+                print(f"  {label}: {type(e).__name__}")
     finally:
         tk.launch_config = real
 
