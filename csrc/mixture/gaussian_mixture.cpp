@@ -19,6 +19,9 @@
 //    block before it meets the float64 accumulator.
 // The scatter is taken about the current mean mu_k rather than zero, so large offsets in the
 // data do not cancel; the M-step (Python) moves it to the new mean exactly.
+// full, lifted (chosen when every mean is near the means' centre c, see lifted_plan): steps 1
+// and 3 become two matrix products over z = [vech(x' x'^T), x', 1], x' = x - c, shared by
+// all components; the moments about c are moved to the means in float64 at the end.
 #include "gaussian_mixture.h"
 
 #include <omp.h>
@@ -365,6 +368,291 @@ FL_ALWAYS_INLINE void transpose_block(const T* X, int64_t D, int64_t nb, T* XT, 
     for (int64_t a = nbw; a < nb; ++a) XT[i * ldt + a] = X[a * D + i];
 }
 
+// ---- full covariance, lifted: two matrix products over z = [vech(x' x'^T), x', 1] ---------
+// With x' = x - c (c the mean of the means) and d_k = mu_k - c,
+//   log N_k(x) + log pi_k = offset_k - (x' - d_k)^T L_k (x' - d_k) / 2 = z . lam_k,
+// L_k = P_k P_k^T, lam_k = [-L_ii / 2 and -L_ij (i < j), L_k d_k, offset_k - d_k^T L_k d_k / 2]:
+// the E-step for all components is the product Z Lam (B x Lz times Lz x K), and the statistics
+// are one product R^T Z (K x B times B x Lz): its columns are sum r x'_i x'_j, sum r x' and nk,
+// the moments about c, moved to the means in float64 at the end. Both products run in 6 x 2W
+// register tiles (12 accumulators, two column vectors and a broadcast), the shape of a BLAS
+// kernel: no lane sums and no centring in the loops, 2 loads of the panel and 6 broadcasts a
+// 12 FMAs. Against the triangular path's pair of loops it does (D + 1)(D + 2)/2 products a
+// point and component instead of D(D + 1)/2 in each, and none of its diagonal blocks' zeros.
+// Used only when every mean is near c (d_k^T L_k d_k <= D): the terms of z . lam_k are then at
+// most a few times the value they sum to, and the moments about c a few times the scatter about
+// the mean, so the rounding stays within a small factor of the triangular path's.
+constexpr int kLR = 6;  // rows of a lifted tile: points (E-step) or lifted features (statistics)
+
+// acc[a][v] = sum_{t < n} A[a sa + t st] Bm[t ldb + v W : ...], a < kLR, v < JV.
+template <typename T, int JV, bool kRowsAdjacent>
+FL_ALWAYS_INLINE void lifted_tile(const T* A, int64_t sa, int64_t st, const T* Bm, int64_t ldb, int64_t n,
+                                  vec_t<T> (&acc)[kLR][JV]) {
+  using V = vec_t<T>;
+  constexpr int W = vec_width<T>;
+  if constexpr (kRowsAdjacent) sa = 1;
+  for (int a = 0; a < kLR; ++a)
+    for (int v = 0; v < JV; ++v) acc[a][v] = V{};
+  for (int64_t t = 0; t < n; ++t) {
+    V b[JV];
+    for (int v = 0; v < JV; ++v) b[v] = vload(Bm + t * ldb + v * W);
+    const T* at = A + t * st;
+    for (int a = 0; a < kLR; ++a)
+      for (int v = 0; v < JV; ++v) acc[a][v] += b[v] * at[a * sa];
+  }
+}
+
+template <typename T>
+struct Lifted {
+  int64_t Lz = 0, Lzp = 0, Kz = 0, B = 0;
+  std::vector<T> c;     // D (+ a vector of zeros)
+  std::vector<T> lam;   // Lzp x Kz; padding columns: 0 but a large negative constant
+  std::vector<double> d;  // K x D: mu_k - c, exactly (c as X's dtype)
+};
+
+// Per point a (a row of E, Kz wide): the log-sum-exp over its K columns, and the row turned into
+// responsibilities in place (the padding columns' values are far below the others: they get 0).
+template <typename T>
+FL_ALWAYS_INLINE T lifted_lse(T* e, int64_t Kz) {
+  using V = vec_t<T>;
+  constexpr int W = vec_width<T>;
+  V mv = vload(e);
+  for (int64_t j = W; j < Kz; j += W) {
+    const V v = vload(e + j);
+    mv = v > mv ? v : mv;
+  }
+  T m = mv[0];
+  for (int l = 1; l < W; ++l) m = mv[l] > m ? mv[l] : m;
+  const V lo = vsplat(flush_below<T>());
+  V sv{};
+  for (int64_t j = 0; j < Kz; j += W) {
+    const V d = vload(e + j) - m;
+    V ex;
+    if constexpr (sizeof(T) == 4) {
+      ex = vexp_nonpos(d);
+    } else {
+      for (int l = 0; l < W; ++l) ex[l] = exp_acc(d[l]);
+    }
+    ex = d < lo ? V{} : ex;  // as in the triangular path: no subnormal factors in the statistics
+    vstore(e + j, ex);
+    sv += ex;
+  }
+  const T s = vsum<T>(sv);
+  const T inv = T(1) / s;
+  for (int64_t j = 0; j < Kz; j += W) vstore(e + j, vload(e + j) * inv);
+  return m + std::log(s);
+}
+
+template <typename T>
+FL_ALWAYS_INLINE void lifted_blocks(const Plan<T>& p, const Lifted<T>& lf, int64_t blk0, int64_t blk1,
+                                    Partial& part) {
+  using V = vec_t<T>;
+  constexpr int W = vec_width<T>;
+  const int64_t N = p.N, D = p.D, K = p.K, B = lf.B, Lz = lf.Lz, Lzp = lf.Lzp, Kz = lf.Kz;
+  const int64_t o_lin = D * (D + 1) / 2;  // the row of x'_0 in ZT
+  // ZT (Lzp x B: z of the block's points, a lifted feature's values contiguous; rows past Lz
+  // stay zero), the block transposed (XT, D x B) and E (B x Kz: log-densities, then
+  // responsibilities).
+  std::vector<T> ZT(static_cast<size_t>(Lzp * B), T(0)), XT(static_cast<size_t>(D * B), T(0));
+  std::vector<T> E(static_cast<size_t>(B * Kz), T(0));
+  for (int64_t blk = blk0; blk < blk1; ++blk) {
+    const int64_t n0 = blk * B, nb = std::min(B, N - n0), nbp = round_up(nb, kLR), nbv = round_up(nb, W);
+    transpose_block(p.X + n0 * D, D, nb, XT.data(), B);
+    for (int64_t i = 0; i < D; ++i) {
+      T* xi = XT.data() + i * B;
+      const T ci = lf.c[i];
+      for (int64_t a = 0; a < nb; ++a) xi[a] -= ci;
+      for (int64_t a = nb; a < nbv; ++a) xi[a] = T(0);
+    }
+    // Padding points (nb <= a < nbp) are zero in every row, the row of ones included.
+    if (nbp > nbv || nb < B)
+      for (int64_t t = 0; t < Lz; ++t)
+        for (int64_t a = nb; a < round_up(nbp, W); ++a) ZT[t * B + a] = T(0);
+    int64_t o = 0;
+    for (int64_t i = 0; i < D; ++i) {
+      const T* xi = XT.data() + i * B;
+      for (int64_t j = i; j < D; ++j, ++o) {
+        const T* xj = XT.data() + j * B;
+        T* z = ZT.data() + o * B;
+        for (int64_t a = 0; a < nbv; a += W) vstore(z + a, vload(xi + a) * vload(xj + a));
+      }
+    }
+    for (int64_t i = 0; i < D; ++i)
+      std::copy(XT.data() + i * B, XT.data() + i * B + nbv, ZT.data() + (o_lin + i) * B);
+    for (int64_t a = 0; a < nb; ++a) ZT[(o_lin + D) * B + a] = T(1);
+    // 1. E = Z Lam: the weighted log-densities, 6 points x 2 W components a tile
+    for (int64_t a0 = 0; a0 < nbp; a0 += kLR)
+      for (int64_t j0 = 0; j0 < Kz; j0 += 2 * W) {
+        T* e = E.data() + a0 * Kz + j0;
+        if (j0 + 2 * W <= Kz) {
+          V acc[kLR][2];
+          lifted_tile<T, 2, true>(ZT.data() + a0, 1, B, lf.lam.data() + j0, Kz, Lz, acc);
+          for (int a = 0; a < kLR; ++a)
+            for (int v = 0; v < 2; ++v) vstore(e + a * Kz + v * W, acc[a][v]);
+        } else {
+          V acc[kLR][1];
+          lifted_tile<T, 1, true>(ZT.data() + a0, 1, B, lf.lam.data() + j0, Kz, Lz, acc);
+          for (int a = 0; a < kLR; ++a) vstore(e + a * Kz, acc[a][0]);
+        }
+      }
+    // 2. per point: outputs, log-sum-exp, responsibilities (in place)
+    double ll = 0;
+    for (int64_t a = 0; a < nb; ++a) {
+      T* e = E.data() + a * Kz;
+      if (p.log_prob)
+        for (int64_t k = 0; k < K; ++k) p.log_prob[(n0 + a) * K + k] = e[k];
+      if (p.labels) {
+        int64_t arg = 0;
+        for (int64_t k = 1; k < K; ++k)
+          if (e[k] > e[arg]) arg = k;
+        p.labels[n0 + a] = arg;
+      }
+      if (!(p.stats || p.log_norm)) continue;
+      const T lse = lifted_lse(e, Kz);
+      if (p.log_norm) p.log_norm[n0 + a] = lse;
+      ll += static_cast<double>(lse);
+    }
+    part.loglik += ll;
+    if (!p.stats) continue;
+    for (int64_t a = nb; a < nbp; ++a)
+      for (int64_t k = 0; k < Kz; ++k) E[a * Kz + k] = T(0);
+    // 3. M += Z^T R, 6 lifted features x 2 W components a tile: row t of M holds feature t
+    // summed with the responsibilities
+    double* M = part.s2.data();
+    for (int64_t t0 = 0; t0 < Lzp; t0 += kLR)
+      for (int64_t j0 = 0; j0 < Kz; j0 += 2 * W) {
+        const int JV = j0 + 2 * W <= Kz ? 2 : 1;
+        V acc2[kLR][2];
+        if (JV == 2) {
+          lifted_tile<T, 2, false>(ZT.data() + t0 * B, B, 1, E.data() + j0, Kz, nbp, acc2);
+        } else {
+          V acc1[kLR][1];
+          lifted_tile<T, 1, false>(ZT.data() + t0 * B, B, 1, E.data() + j0, Kz, nbp, acc1);
+          for (int a = 0; a < kLR; ++a) acc2[a][0] = acc1[a][0];
+        }
+        for (int a = 0; a < kLR; ++a)
+          for (int v = 0; v < JV; ++v) {
+            double* row = M + (t0 + a) * Kz + j0 + v * W;
+            for (int l = 0; l < W; ++l) row[l] += static_cast<double>(acc2[a][v][l]);
+          }
+      }
+  }
+}
+
+FL_MULTIVERSION void run_lifted_f32(const Plan<float>& p, const Lifted<float>& lf, int64_t b0, int64_t b1,
+                                    Partial& part) {
+  lifted_blocks<float>(p, lf, b0, b1, part);
+}
+FL_MULTIVERSION void run_lifted_f64(const Plan<double>& p, const Lifted<double>& lf, int64_t b0, int64_t b1,
+                                    Partial& part) {
+  lifted_blocks<double>(p, lf, b0, b1, part);
+}
+void run_lifted_any(const Plan<float>& p, const Lifted<float>& lf, int64_t b0, int64_t b1, Partial& part) {
+  run_lifted_f32(p, lf, b0, b1, part);
+}
+void run_lifted_any(const Plan<double>& p, const Lifted<double>& lf, int64_t b0, int64_t b1, Partial& part) {
+  run_lifted_f64(p, lf, b0, b1, part);
+}
+
+// The lifted path's set-up, or false when it does not apply (see above): path 0 chooses, 1 never,
+// 2 always (for tests).
+template <typename T>
+bool lifted_plan(const Plan<T>& p, const T* prec, int path, Lifted<T>& lf) {
+  constexpr int W = vec_width<T>;
+  const int64_t D = p.D, K = p.K;
+  if (path == 1) return false;
+  const int64_t Kz = round_up(K, W);
+  // Automatic: where it measured faster on the 2-core EPYC (interleaved A/B of the two paths,
+  // N=100k): 8 to 32 features, whole 2W-wide panels of components and at most 1/16 of them
+  // padding (0.82-0.93x the triangular pass at D = 8-32, K = 16 or 32; 0.99x at K = 15; slower
+  // with 6 x 1 tiles (K = 8 in float32: 1.27x), more padding (K = 13: 1.17x), or D >= 48, where
+  // the lifted rows outgrow the caches (1.0-1.15x)).
+  if (path == 0 && (D < 8 || D > 32 || Kz % (2 * W) != 0 || 16 * K < 15 * Kz)) return false;
+  lf.Kz = Kz;
+  lf.Lz = D * (D + 1) / 2 + D + 1;
+  lf.Lzp = round_up(lf.Lz, kLR);
+  lf.c.assign(static_cast<size_t>(round_up(D, W) + W), T(0));
+  for (int64_t i = 0; i < D; ++i) {
+    double c = 0;
+    for (int64_t k = 0; k < K; ++k) c += static_cast<double>(p.means[k * D + i]);
+    lf.c[i] = static_cast<T>(c / static_cast<double>(K));
+  }
+  lf.d.assign(static_cast<size_t>(K * D), 0.0);
+  for (int64_t k = 0; k < K; ++k)
+    for (int64_t i = 0; i < D; ++i)
+      lf.d[k * D + i] = static_cast<double>(p.means[k * D + i]) - static_cast<double>(lf.c[i]);
+  lf.lam.assign(static_cast<size_t>(lf.Lzp * Kz), T(0));
+  std::vector<double> L(static_cast<size_t>(D * D)), Ld(static_cast<size_t>(D));
+  const int64_t o_lin = D * (D + 1) / 2;
+  for (int64_t k = 0; k < K; ++k) {
+    const T* P = prec + k * D * D;
+    for (int64_t i = 0; i < D; ++i)
+      for (int64_t j = i; j < D; ++j) {
+        double s = 0;
+        for (int64_t q = 0; q < D; ++q) s += static_cast<double>(P[i * D + q]) * static_cast<double>(P[j * D + q]);
+        L[i * D + j] = L[j * D + i] = s;
+      }
+    const double* d = lf.d.data() + k * D;
+    double dLd = 0;
+    for (int64_t i = 0; i < D; ++i) {
+      double s = 0;
+      for (int64_t j = 0; j < D; ++j) s += L[i * D + j] * d[j];
+      Ld[i] = s;
+      dLd += d[i] * s;
+    }
+    if (path == 0 && !(dLd <= static_cast<double>(D))) return false;
+    int64_t o = 0;
+    for (int64_t i = 0; i < D; ++i)
+      for (int64_t j = i; j < D; ++j) lf.lam[(o++) * Kz + k] = static_cast<T>(i == j ? -0.5 * L[i * D + i] : -L[i * D + j]);
+    for (int64_t i = 0; i < D; ++i) lf.lam[(o_lin + i) * Kz + k] = static_cast<T>(Ld[i]);
+    lf.lam[(o_lin + D) * Kz + k] = static_cast<T>(static_cast<double>(p.offset[k]) - 0.5 * dLd);
+  }
+  // Padding columns: a log-density far below any other, so their responsibility is 0.
+  for (int64_t k = K; k < Kz; ++k) lf.lam[(o_lin + D) * Kz + k] = -std::numeric_limits<T>::max() / T(4);
+  // Points a block: ZT near 192 KiB (L2); a multiple of the tile height and of the vector width.
+  const int64_t unit = kLR * W / std::gcd(kLR, W);
+  lf.B = std::clamp<int64_t>(196608 / (lf.Lzp * static_cast<int64_t>(sizeof(T))) / unit * unit, unit, 16 * unit);
+  return true;
+}
+
+// The lifted pass over all blocks; the statistics moved from c to the means in float64:
+// s1 = m1 - nk d, s2 = M2 - m1 d^T - d m1^T + nk d d^T (m1, M2 the moments about c).
+template <typename T>
+double run_lifted(const Plan<T>& p, const Lifted<T>& lf, const PassOutputs& out) {
+  const int64_t D = p.D, K = p.K, Kz = lf.Kz;
+  const int64_t nblocks = (p.N + lf.B - 1) / lf.B;
+  std::vector<Partial> parts(static_cast<size_t>(std::max(1, omp_get_max_threads())));
+  if (p.stats)
+    for (Partial& part : parts) part.s2.assign(static_cast<size_t>(lf.Lzp * Kz), 0.0);
+  parallel_for(nblocks, lf.B * K * lf.Lz * 2, [&](int64_t b0, int64_t b1) {
+    run_lifted_any(p, lf, b0, b1, parts[static_cast<size_t>(omp_get_thread_num())]);
+  });
+  double loglik = 0.0;
+  for (const Partial& part : parts) loglik += part.loglik;
+  if (!p.stats) return loglik;
+  std::vector<double> M(static_cast<size_t>(lf.Lzp * Kz), 0.0);
+  for (const Partial& part : parts)
+    for (size_t j = 0; j < M.size(); ++j) M[j] += part.s2[j];
+  const int64_t o_lin = D * (D + 1) / 2;
+  double* nk = out.nk->ptr<double>();
+  double* s1 = out.s1->ptr<double>();
+  double* s2 = out.s2->ptr<double>();
+  for (int64_t k = 0; k < K; ++k) {
+    const double n = M[(o_lin + D) * Kz + k];
+    const double* d = lf.d.data() + k * D;
+    nk[k] = n;
+    for (int64_t i = 0; i < D; ++i) s1[k * D + i] = M[(o_lin + i) * Kz + k] - n * d[i];
+    int64_t o = 0;
+    for (int64_t i = 0; i < D; ++i)
+      for (int64_t j = i; j < D; ++j) {
+        const double mi = M[(o_lin + i) * Kz + k], mj = M[(o_lin + j) * Kz + k];
+        const double v = M[(o++) * Kz + k] - mi * d[j] - d[i] * mj + n * d[i] * d[j];
+        s2[(k * D + i) * D + j] = s2[(k * D + j) * D + i] = v;
+      }
+  }
+  return loglik;
+}
+
 // kFull: the full-covariance path (compiled apart from the others, see run_full_f32).
 template <typename T, bool kFull>
 FL_ALWAYS_INLINE void run_blocks(const Plan<T>& p, int64_t blk0, int64_t blk1, Partial& part) {
@@ -637,7 +925,7 @@ void check_out(const std::optional<View>& v, std::vector<int64_t> shape, DType d
 
 template <typename T>
 double run(const View& X, const View& means, const View& prec, const View& offset, Covariance cov,
-           const PassOutputs& out) {
+           const PassOutputs& out, int full_path) {
   constexpr int W = vec_width<T>;
   Plan<T> p;
   p.N = X.size(0), p.D = X.size(1), p.K = means.size(0), p.cov = cov;
@@ -757,6 +1045,8 @@ double run(const View& X, const View& means, const View& prec, const View& offse
   if (out.log_norm) p.log_norm = out.log_norm->ptr<T>();
   if (out.labels) p.labels = out.labels->ptr<int64_t>();
   p.stats = out.nk.has_value();
+  Lifted<T> lf;
+  if (cov == Covariance::full && lifted_plan(p, src, full_path, lf)) return run_lifted(p, lf, out);
 
   const int64_t s2_size = cov == Covariance::full ? K * p.Dq * p.Dq : cov == Covariance::diag ? p.Kq * 2 * Dp : 0;
   const int64_t nblocks = (p.N + p.B - 1) / p.B;
@@ -817,9 +1107,10 @@ double run(const View& X, const View& means, const View& prec, const View& offse
 }  // namespace
 
 double gaussian_mixture_pass(const View& X, const View& means, const View& prec_chol, const View& offset,
-                             int covariance, const PassOutputs& out) {
+                             int covariance, const PassOutputs& out, int full_path) {
   const char* op = "gaussian_mixture_pass";
   FL_CHECK(covariance >= 0 && covariance <= 2, op, ": covariance code must be 0 (full), 1 (tied) or 2 (diag).");
+  FL_CHECK(full_path >= 0 && full_path <= 2, op, ": full_path must be 0 (choose), 1 (triangular) or 2 (lifted).");
   const Covariance cov = static_cast<Covariance>(covariance);
   check_dtype(X, {DType::f32, DType::f64}, op);
   for (const View* v : {&X, &means, &prec_chol, &offset}) {
@@ -854,8 +1145,8 @@ double gaussian_mixture_pass(const View& X, const View& means, const View& prec_
     }
   }
   if (N == 0) return 0.0;
-  if (X.dtype == DType::f32) return run<float>(X, means, prec_chol, offset, cov, out);
-  return run<double>(X, means, prec_chol, offset, cov, out);
+  if (X.dtype == DType::f32) return run<float>(X, means, prec_chol, offset, cov, out, full_path);
+  return run<double>(X, means, prec_chol, offset, cov, out, full_path);
 }
 
 }  // namespace fl::mixture

@@ -25,7 +25,9 @@ struct PassOutputs {
 // X: N x D; means: K x D; prec_chol: full K x D x D, tied D x D, diag K x D; offset: K (the
 // log determinant, -D/2 log 2 pi, and, for an E-step, log weights). All of X's dtype
 // (float32/float64), contiguous. Returns sum_n log_norm[n] (0 when nothing needs it).
+// full_path (full covariance): 0 lets the kernel choose between the triangular products and the
+// lifted ones (see gaussian_mixture.cpp), 1 and 2 force one of them.
 double gaussian_mixture_pass(const View& X, const View& means, const View& prec_chol, const View& offset,
-                             int covariance, const PassOutputs& out);
+                             int covariance, const PassOutputs& out, int full_path = 0);
 
 }  // namespace fl::mixture

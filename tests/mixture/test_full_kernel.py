@@ -5,7 +5,12 @@ log-likelihoods, labels and the statistics nk, s1, s2 about the given means. Odd
 padding and remainder tile (D % 4, D % 3, and D % 8 / D % 4 of the transpose); N spans several
 blocks and a partial last block (and partial transpose tiles); separated components send most
 (point, component) pairs through the gathered path, overlapping ones through the dense one; a
-precision factor that is not upper triangular takes the all-rows product."""
+precision factor that is not upper triangular takes the all-rows product.
+
+The lifted path (both products as matrix products over [vech(x' x'^T), x', 1], x' = x - c)
+runs through the same checks when forced (full_path=2) on data whose means are near their
+centre, where the kernel would choose it; its choice is checked to be the bitwise output of
+the path it picks."""
 
 import math
 
@@ -43,14 +48,16 @@ def problem(N, D, K, spread, dtype, upper=True, seed=0):
     return X, means, P, log_w
 
 
-def check(X, means, P, log_w, rtol):
-    out = gaussian_pass(X, means, P, "full", log_w, stats=True, log_norm=True, log_prob=True, labels=True)
+def check(X, means, P, log_w, rtol, full_path=0):
+    out = gaussian_pass(X, means, P, "full", log_w, stats=True, log_norm=True, log_prob=True, labels=True,
+                        full_path=full_path)
     lp, lse, nk, s1, s2 = reference(X, means, P, log_w)
     scale = np.abs(lp).max()
     np.testing.assert_allclose(out["log_prob"], lp, rtol=0, atol=rtol * scale)
     np.testing.assert_allclose(out["log_norm"], lse, rtol=0, atol=rtol * scale)
     assert out["loglik"] == pytest.approx(lse.sum(), rel=rtol)
-    clear = np.sort(lp, 1)[:, -1] - np.sort(lp, 1)[:, -2] > 1e3 * rtol * scale
+    top2 = np.sort(lp, 1)[:, -2:]
+    clear = top2[:, -1] - top2[:, 0] > 1e3 * rtol * scale if lp.shape[1] > 1 else np.ones(len(lp), bool)
     np.testing.assert_array_equal(out["labels"][clear], lp.argmax(1)[clear])
     N = X.shape[0]
     np.testing.assert_allclose(out["nk"], nk, rtol=0, atol=rtol * N)
@@ -86,3 +93,60 @@ def test_gathered_path_sees_exact_zeros():
     assert nk[5] < 1e-30 and out["nk"][5] == 0 and not np.any(out["s2"][5])
     np.testing.assert_allclose(out["nk"], nk, rtol=0, atol=1e-4)
     np.testing.assert_allclose(out["s2"], s2, rtol=0, atol=2e-5 * np.abs(s2).max())
+
+
+def near_problem(N, D, K, dtype, seed=0, upper=True):
+    """Overlapping components whose means sit within a standard deviation of their centre,
+    the data offset from the origin (the lifted path centres at the means' mean)."""
+    X, means, P, log_w = problem(N, D, K, 0.3, dtype, upper=upper, seed=seed)
+    return X, means, P / math.sqrt(2.0), log_w
+
+
+@pytest.mark.parametrize("dtype,rtol", [(np.float64, 1e-11), (np.float32, 2e-5)])
+@pytest.mark.parametrize("D,K", [(1, 3), (3, 1), (7, 5), (8, 16), (9, 8), (13, 17), (32, 16), (33, 4)])
+def test_lifted_pass_matches_float64_reference(dtype, rtol, D, K):
+    """Every tail: D past the vector width and the 6-row tiles of lifted features (Lz % 6), K
+    in one-vector and two-vector panels of components with padding, N over several blocks
+    with a partial last one."""
+    X, means, P, log_w = near_problem(1237, D, K, dtype)
+    check(X, means, P, log_w, rtol, full_path=2)
+
+
+@pytest.mark.parametrize("dtype,rtol", [(np.float64, 1e-11), (np.float32, 2e-5)])
+def test_lifted_pass_general_factor(dtype, rtol):
+    X, means, P, log_w = near_problem(501, 10, 16, dtype, upper=False)
+    assert np.any(np.tril(P, -1) != 0)
+    check(X, means, P, log_w, rtol, full_path=2)
+
+
+def test_lifted_pass_small_and_outputs_alone():
+    """Fewer points than a tile; the log-probabilities and labels without the statistics."""
+    X, means, P, log_w = near_problem(5, 16, 16, np.float64)
+    check(X, means, P, log_w, 1e-11, full_path=2)
+    X, means, P, log_w = near_problem(300, 16, 16, np.float32)
+    a = gaussian_pass(X, means, P, "full", log_w, log_prob=True, labels=True, full_path=2)
+    b = gaussian_pass(X, means, P, "full", log_w, log_prob=True, labels=True, full_path=1)
+    np.testing.assert_allclose(a["log_prob"], b["log_prob"], rtol=0, atol=2e-5 * np.abs(b["log_prob"]).max())
+    assert (a["labels"] == b["labels"]).mean() > 0.99
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_kernel_chooses_lifted_only_near_the_centre(dtype):
+    """D=16, K=16: overlapping components take the lifted products, separated ones (means
+    many standard deviations from their centre) and shapes outside its range the triangular
+    ones; the choice gives exactly the chosen path's output."""
+    def same(a, b):
+        return all(np.array_equal(a[n], b[n]) for n in ("nk", "s1", "s2")) and a["loglik"] == b["loglik"]
+
+    for spread, D, K, want in [(0.3, 16, 16, 2), (40.0, 16, 16, 1), (0.3, 4, 16, 1), (0.3, 16, 5, 1),
+                               (0.3, 48, 16, 1)]:
+        X, means, P, log_w = problem(700, D, K, spread, dtype)
+        runs = {path: gaussian_pass(X, means, P, "full", log_w, stats=True, full_path=path) for path in (0, 1, 2)}
+        assert same(runs[0], runs[want]), (spread, D, K)
+        assert not same(runs[1], runs[2]), (spread, D, K)
+
+
+def test_full_path_argument_checked():
+    X, means, P, log_w = near_problem(10, 2, 2, np.float64)
+    with pytest.raises(ValueError, match="full_path"):
+        gaussian_pass(X, means, P, "full", log_w, stats=True, full_path=3)

@@ -37,12 +37,13 @@ def _kernel_factor(prec_chol, covariance_type, n_components, n_features, dtype):
 
 
 def gaussian_pass(X, means, prec_chol, covariance_type, log_weights=None, *, log_prob=False,
-                  log_norm=False, labels=False, stats=False):
+                  log_norm=False, labels=False, stats=False, full_path=0):
     """One pass of the _C kernel over X (float32/float64 C-contiguous ndarray).
 
     Returns a dict with the requested entries: 'log_prob' (N, K) (weighted when log_weights
     is given), 'log_norm' (N,), 'labels' (N,), 'loglik' (sum of log_norm) and the statistics
-    'nk', 's1', 's2' (float64, about ``means``).
+    'nk', 's1', 's2' (float64, about ``means``). ``full_path`` (full covariance): 0 lets the
+    kernel choose between its triangular and its lifted products, 1 or 2 forces one (tests).
     """
     N, D = X.shape
     K = means.shape[0]
@@ -72,7 +73,8 @@ def gaussian_pass(X, means, prec_chol, covariance_type, log_weights=None, *, log
         out.update(nk=kw["nk"], s1=kw["s1"], s2=kw.get("s2"))
     views = {name: view(a, name) for name, a in kw.items()}
     out["loglik"] = _C.gaussian_mixture_pass(view(X, "X"), view(mu, "means"), view(P, "precisions_cholesky"),
-                                             view(offset, "offset"), COV_CODES[covariance_type], **views)
+                                             view(offset, "offset"), COV_CODES[covariance_type], **views,
+                                             full_path=full_path)
     return out
 
 
