@@ -231,8 +231,9 @@ def _saved_kmeans(X, tmp_path):
 
 @pytest.mark.parametrize("dtype,rtol", [(np.float64, 1e-10), (np.float32, 1e-5)])
 def test_overlapping_components_match_sklearn_every_iteration(dtype, rtol):
-    """16 overlapping components in 16 features: the E-step takes the lifted products (means
-    near their centre; see test_full_kernel.py), and every lower bound still matches."""
+    """16 overlapping components in 16 features: in float32 the E-step takes the lifted
+    products (means near their centre; see test_full_kernel.py), and every lower bound still
+    matches; float64 (the triangular pass) on the same data."""
     rng = np.random.default_rng(4)
     centers = rng.normal(scale=0.4, size=(16, 16))
     X = (centers[rng.integers(0, 16, 3000)] + rng.normal(size=(3000, 16)) + 2.0).astype(dtype)
