@@ -564,8 +564,9 @@ bool lifted_plan(const Plan<T>& p, const T* prec, int path, Lifted<T>& lf) {
   const int64_t Kz = round_up(K, W);
   // Automatic: where it measured faster on the 2-core EPYC (interleaved A/B of the two paths,
   // N=100k, float32): 8 to 32 features, whole 2W-wide panels of components and at most 1/16 of
-  // them padding (0.82-0.94x the triangular pass at D = 8-32, K = 16 or 32, in medians of
-  // rounds that ranged 0.65-1.16x; 0.99x at K = 15; slower with 6 x 1 tiles (K = 8: 1.27x),
+  // them padding (at D = 32, K = 16 medians of 0.84-0.99x the triangular pass over seven runs
+  // whose single rounds ranged 0.65-1.16x; 0.83x at D = 8 and 16; 0.87x at K = 32; 0.99x at
+  // K = 15; slower with 6 x 1 tiles (K = 8: 1.27x),
   // more padding (K = 13: 1.17x), or D >= 48, where the lifted rows outgrow the caches
   // (1.0-1.14x)). In float64 its 6 x 8 tiles did not win at D = 32 (medians 0.88-1.07x), so
   // float64 keeps the triangular pass unless asked.
