@@ -405,7 +405,7 @@ FL_ALWAYS_INLINE void lifted_tile(const T* A, int64_t sa, int64_t st, const T* B
 template <typename T>
 struct Lifted {
   int64_t Lz = 0, Lzp = 0, Kz = 0, B = 0;
-  std::vector<T> c;     // D (+ a vector of zeros)
+  std::vector<T> c;     // D: the centre, rounded to X's dtype
   std::vector<T> lam;   // Lzp x Kz; padding columns: 0 but a large negative constant
   std::vector<double> d;  // K x D: mu_k - c, exactly (c as X's dtype)
 };
@@ -464,8 +464,9 @@ FL_ALWAYS_INLINE void lifted_blocks(const Plan<T>& p, const Lifted<T>& lf, int64
       for (int64_t a = 0; a < nb; ++a) xi[a] -= ci;
       for (int64_t a = nb; a < nbv; ++a) xi[a] = T(0);
     }
-    // Padding points (nb <= a < nbp) are zero in every row, the row of ones included.
-    if (nbp > nbv || nb < B)
+    // Padding points (nb <= a < nbp, in the last block) are zero in every row, the row of ones
+    // included.
+    if (nb < B)
       for (int64_t t = 0; t < Lz; ++t)
         for (int64_t a = nb; a < round_up(nbp, W); ++a) ZT[t * B + a] = T(0);
     int64_t o = 0;
@@ -566,15 +567,14 @@ bool lifted_plan(const Plan<T>& p, const T* prec, int path, Lifted<T>& lf) {
   // N=100k, float32): 8 to 32 features, whole 2W-wide panels of components and at most 1/16 of
   // them padding (at D = 32, K = 16 medians of 0.84-0.99x the triangular pass over seven runs
   // whose single rounds ranged 0.65-1.16x; 0.83x at D = 8 and 16; 0.87x at K = 32; 0.99x at
-  // K = 15; slower with 6 x 1 tiles (K = 8: 1.27x),
-  // more padding (K = 13: 1.17x), or D >= 48, where the lifted rows outgrow the caches
-  // (1.0-1.14x)). In float64 its 6 x 8 tiles did not win at D = 32 (medians 0.88-1.07x), so
-  // float64 keeps the triangular pass unless asked.
+  // K = 15; slower with 6 x 1 tiles (K = 8: 1.27x), more padding (K = 13: 1.17x), or D >= 48,
+  // where the lifted rows outgrow the caches (1.0-1.14x)). In float64 its 6 x 8 tiles did not
+  // win at D = 32 (medians 0.88-1.07x), so float64 keeps the triangular pass unless asked.
   if (path == 0 && (sizeof(T) != 4 || D < 8 || D > 32 || Kz % (2 * W) != 0 || 16 * K < 15 * Kz)) return false;
   lf.Kz = Kz;
   lf.Lz = D * (D + 1) / 2 + D + 1;
   lf.Lzp = round_up(lf.Lz, kLR);
-  lf.c.assign(static_cast<size_t>(round_up(D, W) + W), T(0));
+  lf.c.assign(static_cast<size_t>(D), T(0));
   for (int64_t i = 0; i < D; ++i) {
     double c = 0;
     for (int64_t k = 0; k < K; ++k) c += static_cast<double>(p.means[k * D + i]);
