@@ -402,6 +402,28 @@ FL_ALWAYS_INLINE void lifted_tile(const T* A, int64_t sa, int64_t st, const T* B
   }
 }
 
+// e[a, v W : ...] = the tile's log-densities (6 points x JV vectors of components).
+template <typename T, int JV>
+FL_ALWAYS_INLINE void lifted_estep_tile(const T* ZT, int64_t B, const T* lam, int64_t Kz, int64_t Lz, T* e) {
+  constexpr int W = vec_width<T>;
+  vec_t<T> acc[kLR][JV];
+  lifted_tile<T, JV, true>(ZT, 1, B, lam, Kz, Lz, acc);
+  for (int a = 0; a < kLR; ++a)
+    for (int v = 0; v < JV; ++v) vstore(e + a * Kz + v * W, acc[a][v]);
+}
+
+// M[a, v W : ...] += the tile's moments (6 lifted features x JV vectors of components), summed
+// over the block's nbp points in X's dtype, added in float64.
+template <typename T, int JV>
+FL_ALWAYS_INLINE void lifted_stats_tile(const T* ZT, int64_t B, const T* R, int64_t Kz, int64_t nbp, double* M) {
+  constexpr int W = vec_width<T>;
+  vec_t<T> acc[kLR][JV];
+  lifted_tile<T, JV, false>(ZT, B, 1, R, Kz, nbp, acc);
+  for (int a = 0; a < kLR; ++a)
+    for (int v = 0; v < JV; ++v)
+      for (int l = 0; l < W; ++l) M[a * Kz + v * W + l] += static_cast<double>(acc[a][v][l]);
+}
+
 template <typename T>
 struct Lifted {
   int64_t Lz = 0, Lzp = 0, Kz = 0, B = 0;
@@ -446,7 +468,6 @@ FL_ALWAYS_INLINE T lifted_lse(T* e, int64_t Kz) {
 template <typename T>
 FL_ALWAYS_INLINE void lifted_blocks(const Plan<T>& p, const Lifted<T>& lf, int64_t blk0, int64_t blk1,
                                     Partial& part) {
-  using V = vec_t<T>;
   constexpr int W = vec_width<T>;
   const int64_t N = p.N, D = p.D, K = p.K, B = lf.B, Lz = lf.Lz, Lzp = lf.Lzp, Kz = lf.Kz;
   const int64_t o_lin = D * (D + 1) / 2;  // the row of x'_0 in ZT
@@ -485,16 +506,10 @@ FL_ALWAYS_INLINE void lifted_blocks(const Plan<T>& p, const Lifted<T>& lf, int64
     for (int64_t a0 = 0; a0 < nbp; a0 += kLR)
       for (int64_t j0 = 0; j0 < Kz; j0 += 2 * W) {
         T* e = E.data() + a0 * Kz + j0;
-        if (j0 + 2 * W <= Kz) {
-          V acc[kLR][2];
-          lifted_tile<T, 2, true>(ZT.data() + a0, 1, B, lf.lam.data() + j0, Kz, Lz, acc);
-          for (int a = 0; a < kLR; ++a)
-            for (int v = 0; v < 2; ++v) vstore(e + a * Kz + v * W, acc[a][v]);
-        } else {
-          V acc[kLR][1];
-          lifted_tile<T, 1, true>(ZT.data() + a0, 1, B, lf.lam.data() + j0, Kz, Lz, acc);
-          for (int a = 0; a < kLR; ++a) vstore(e + a * Kz, acc[a][0]);
-        }
+        if (j0 + 2 * W <= Kz)
+          lifted_estep_tile<T, 2>(ZT.data() + a0, B, lf.lam.data() + j0, Kz, Lz, e);
+        else
+          lifted_estep_tile<T, 1>(ZT.data() + a0, B, lf.lam.data() + j0, Kz, Lz, e);
       }
     // 2. per point: outputs, log-sum-exp, responsibilities (in place)
     double ll = 0;
@@ -522,20 +537,10 @@ FL_ALWAYS_INLINE void lifted_blocks(const Plan<T>& p, const Lifted<T>& lf, int64
     double* M = part.s2.data();
     for (int64_t t0 = 0; t0 < Lzp; t0 += kLR)
       for (int64_t j0 = 0; j0 < Kz; j0 += 2 * W) {
-        const int JV = j0 + 2 * W <= Kz ? 2 : 1;
-        V acc2[kLR][2];
-        if (JV == 2) {
-          lifted_tile<T, 2, false>(ZT.data() + t0 * B, B, 1, E.data() + j0, Kz, nbp, acc2);
-        } else {
-          V acc1[kLR][1];
-          lifted_tile<T, 1, false>(ZT.data() + t0 * B, B, 1, E.data() + j0, Kz, nbp, acc1);
-          for (int a = 0; a < kLR; ++a) acc2[a][0] = acc1[a][0];
-        }
-        for (int a = 0; a < kLR; ++a)
-          for (int v = 0; v < JV; ++v) {
-            double* row = M + (t0 + a) * Kz + j0 + v * W;
-            for (int l = 0; l < W; ++l) row[l] += static_cast<double>(acc2[a][v][l]);
-          }
+        if (j0 + 2 * W <= Kz)
+          lifted_stats_tile<T, 2>(ZT.data() + t0 * B, B, E.data() + j0, Kz, nbp, M + t0 * Kz + j0);
+        else
+          lifted_stats_tile<T, 1>(ZT.data() + t0 * B, B, E.data() + j0, Kz, nbp, M + t0 * Kz + j0);
       }
   }
 }
@@ -591,8 +596,9 @@ bool lifted_plan(const Plan<T>& p, const T* prec, int path, Lifted<T>& lf) {
     const T* P = prec + k * D * D;
     for (int64_t i = 0; i < D; ++i)
       for (int64_t j = i; j < D; ++j) {
-        double s = 0;
-        for (int64_t q = 0; q < D; ++q) s += static_cast<double>(P[i * D + q]) * static_cast<double>(P[j * D + q]);
+        double s = 0;  // an upper-triangular P (p.upper) is zero in row j before column j
+        for (int64_t q = p.upper[k] ? j : 0; q < D; ++q)
+          s += static_cast<double>(P[i * D + q]) * static_cast<double>(P[j * D + q]);
         L[i * D + j] = L[j * D + i] = s;
       }
     const double* d = lf.d.data() + k * D;
